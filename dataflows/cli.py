@@ -1,0 +1,193 @@
+"""The `tidemark` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from dataflows.config.connectors import (
+    ConnectorConfigError,
+    connect_config,
+    connector_files,
+    embedded_properties,
+    load_connector,
+)
+from dataflows.config.secrets import SecretError
+from dataflows.settings import Settings
+from dataflows.stack.local import LocalStack
+
+
+def _stack() -> LocalStack:
+    return LocalStack(Settings())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _stack().up(capture=not args.no_capture)
+    print("stack is up: `tidemark status` shows it, `tidemark down` stops it")
+    return 0
+
+
+def cmd_down(_args: argparse.Namespace) -> int:
+    _stack().down()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = _stack().status()
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        for r in rows:
+            where = next(iter(r.endpoint.values()), "")
+            extra = ""
+            if r.kind == "capture" and r.detail:
+                extra = f"  delivered={r.detail.get('records_delivered', 0)} state={r.detail.get('state')}"
+                if r.detail.get("last_error"):
+                    extra += f"  last_error={r.detail['last_error']}"
+            print(f"{r.name:<14} {r.state:<5} pid={r.pid or '-':<8} {where}{extra}")
+    return 0 if all(r.state == "up" for r in rows) else 3
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from dataflows.capture.engine import run_capture
+
+    stack = _stack()
+    path = stack.settings.connectors_dir / f"{args.source}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in connector_files(stack.settings.connectors_dir))
+        print(f"error: no connector file {path} (known sources: {known})", file=sys.stderr)
+        return 2
+    try:
+        config = load_connector(path)
+        state_dir = stack.capture_state_dir(config.name)
+        props = embedded_properties(config, state_dir, stack.runtime_defaults())
+    except (ConnectorConfigError, SecretError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_capture(
+        config.name,
+        props,
+        state_dir=state_dir,
+        log_dir=stack.table.log_dir,
+        bootstrap=stack.settings.kafka_bootstrap,
+        partitions=config.partitions or stack.settings.topic_partitions,
+    )
+
+
+def cmd_sources_list(_args: argparse.Namespace) -> int:
+    settings = Settings()
+    for path in connector_files(settings.connectors_dir):
+        try:
+            c = load_connector(path)
+        except ConnectorConfigError as e:
+            print(f"{path.stem:<10} INVALID ({len(e.problems)} problems: tidemark sources validate)")
+            continue
+        print(f"{c.name:<10} {c.dialect:<9} system={c.system:<6} tables={','.join(c.tables)}")
+    return 0
+
+
+def cmd_sources_render(args: argparse.Namespace) -> int:
+    settings = Settings()
+    config = load_connector(settings.connectors_dir / f"{args.source}.yaml")
+    if args.format == "connect":
+        print(json.dumps(connect_config(config), indent=2, sort_keys=True))
+    else:
+        # Embedded properties with references left unresolved: never print a resolved secret.
+        props = {k: str(v) for k, v in config.debezium.items()}
+        print("\n".join(f"{k}={v}" for k, v in sorted(props.items())))
+    return 0
+
+
+def cmd_sources_register(args: argparse.Namespace) -> int:
+    """PUT every connector's rendered config into Kafka Connect (create or update)."""
+    import urllib.request
+
+    settings = Settings()
+    for path in connector_files(settings.connectors_dir):
+        config = load_connector(path)
+        body = json.dumps(connect_config(config, bootstrap=args.kafka_bootstrap)).encode()
+        request = urllib.request.Request(
+            f"{args.connect_url.rstrip('/')}/connectors/{config.name}/config",
+            data=body, method="PUT", headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            print(f"{config.name}: registered (HTTP {response.status})")
+    return 0
+
+
+def cmd_sources_validate(args: argparse.Namespace) -> int:
+    settings = Settings()
+    files = [Path(f) for f in args.files] or connector_files(settings.connectors_dir)
+    bad = 0
+    for path in files:
+        try:
+            load_connector(path)
+        except ConnectorConfigError as e:
+            bad += 1
+            for problem in e.problems:
+                print(problem, file=sys.stderr)
+        else:
+            print(f"{path}: ok")
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidemark", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="start the local stack (idempotent)")
+    p.add_argument("--no-capture", action="store_true", help="start databases and broker only")
+    p.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop what `up` started").set_defaults(func=cmd_down)
+    p = sub.add_parser("status", help="state of every component; exit 3 if any is down")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("capture", help="run one source's capture in the foreground")
+    p.add_argument("source")
+    p.set_defaults(func=cmd_capture)
+
+    sources = sub.add_parser("sources", help="connector files under connectors/").add_subparsers(
+        dest="sources_command", required=True
+    )
+    sources.add_parser("list").set_defaults(func=cmd_sources_list)
+    p = sources.add_parser("validate", help="check connector files; problems as file:line: key: message")
+    p.add_argument("files", nargs="*")
+    p.set_defaults(func=cmd_sources_validate)
+    p = sources.add_parser("render", help="print a source's Debezium config")
+    p.add_argument("source")
+    p.add_argument("--format", choices=["connect", "properties"], default="connect")
+    p.set_defaults(func=cmd_sources_render)
+    p = sources.add_parser("register", help="create or update every connector in Kafka Connect")
+    p.add_argument("--connect-url", required=True, help="Kafka Connect REST URL, e.g. http://connect:8083")
+    p.add_argument("--kafka-bootstrap", default="${env:KAFKA_BOOTSTRAP_SERVERS}",
+                   help="bootstrap servers for MySQL schema history (default: Connect's own env)")
+    p.set_defaults(func=cmd_sources_register)
+
+    from dataflows.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except ConnectorConfigError as e:
+        print(f"invalid connector configuration:\n{e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

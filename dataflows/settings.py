@@ -1,0 +1,43 @@
+"""Runtime settings, read from `TIDEMARK_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def project_root() -> Path:
+    """The checkout that holds connectors/ and infra/ (the package lives inside it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the local stack lives and which loopback ports it uses."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDEMARK_", extra="ignore")
+
+    home: Path = Field(Path(".tidemark"), description="State directory: data, logs, pid files, offsets.")
+    connectors_dir: Path = Field(
+        default_factory=lambda: project_root() / "connectors",
+        description="Directory of connector YAML files, one per CDC source.",
+    )
+    bind_host: str = Field("127.0.0.1", description="Address every local listener binds to.")
+    erp_port: int = Field(15432, description="Port of the local ERP PostgreSQL cluster.")
+    crm_port: int = Field(13306, description="Port of the local CRM MariaDB instance.")
+    kafka_port: int = Field(19092, description="Port of the local Kafka-protocol broker.")
+    metrics_port: int = Field(
+        19100,
+        description="First metrics port: the dataflow uses it, capture processes the following ones "
+        "in the order of their connector files.",
+    )
+    topic_partitions: int = Field(3, ge=1, description="Partitions of topics Tidemark creates.")
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.bind_host}:{self.kafka_port}"
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.resolve()

@@ -1,0 +1,197 @@
+"""The local stack: ERP PostgreSQL, CRM MariaDB, Kafka broker and one capture process per source."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+
+from dataflows.config.connectors import ConnectorConfig, load_connectors
+from dataflows.settings import Settings
+from dataflows.stack import secrets_file
+from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker
+from dataflows.stack.mariadb import CAPTURE_USER, MariaDBInstance, crm_schema_sql
+from dataflows.stack.postgres import CAPTURE_ROLE, PostgresCluster, erp_schema_sql
+from dataflows.stack.processes import ProcessTable, is_alive, port_open
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    kind: str
+    state: str  # "up" | "down"
+    pid: int | None = None
+    endpoint: dict[str, str] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def capture_process_name(source: str) -> str:
+    return f"capture-{source}"
+
+
+class LocalStack:
+    """Everything under one `$TIDEMARK_HOME`, on loopback ports from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home_dir
+        self.table = ProcessTable(self.home)
+        host = settings.bind_host
+        self.erp = PostgresCluster("erp", self.home / "erp", host, settings.erp_port)
+        self.crm = MariaDBInstance("crm", self.home / "crm", host, settings.crm_port)
+        self.kafka = LocalBroker("kafka", host, settings.kafka_port)
+
+    # -- configuration handed to capture processes -------------------------------------------
+    def connectors(self) -> dict[str, ConnectorConfig]:
+        return load_connectors(self.settings.connectors_dir)
+
+    def runtime_defaults(self) -> dict[str, str]:
+        """Values connector references fall back to when the environment does not set them."""
+        values = {
+            "TIDEMARK_ERP_HOST": self.settings.bind_host,
+            "TIDEMARK_ERP_PORT": str(self.settings.erp_port),
+            "TIDEMARK_CRM_HOST": self.settings.bind_host,
+            "TIDEMARK_CRM_PORT": str(self.settings.crm_port),
+        }
+        if secrets_file.secrets_path(self.home).exists():
+            values.update(secrets_file.as_environment(secrets_file.load_or_create(self.home)))
+        return values
+
+    def erp_admin(self, dbname: str = "erp") -> psycopg.Connection:
+        """An autocommit admin connection to the local ERP over loopback TCP."""
+        password = secrets_file.load_or_create(self.home)["erp.admin.password"]
+        return psycopg.connect(host=self.settings.bind_host, port=self.settings.erp_port, user="postgres",
+                               password=password, dbname=dbname, autocommit=True)  # fmt: skip
+
+    def crm_admin(self, dbname: str = "crm") -> pymysql.Connection:
+        """An autocommit admin connection to the local CRM over loopback TCP."""
+        password = secrets_file.load_or_create(self.home)["crm.admin.password"]
+        return pymysql.connect(host=self.settings.bind_host, port=self.settings.crm_port, user="root",
+                               password=password, database=dbname, autocommit=True)  # fmt: skip
+
+    def capture_metrics_port(self, source: str) -> int:
+        names = sorted(self.connectors())
+        return self.settings.metrics_port + 1 + names.index(source)
+
+    def capture_state_dir(self, source: str) -> Path:
+        return self.home / "capture" / source
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def up(self, *, capture: bool = True, echo: Callable[[str], None] = print) -> None:
+        """Start what is not running; initialise databases on first use. Safe to run twice."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        passwords = secrets_file.load_or_create(self.home)
+        connectors = self.connectors() if capture else {}  # refuse a bad config before starting anything
+
+        if self.table.running("erp"):
+            echo(f"erp      already up   {self.erp.url('postgres', 'erp')}")
+        else:
+            fresh = not self.erp.initialized()
+            if fresh:
+                self.erp.init()
+            self.erp.start(self.table)
+            if fresh:
+                pw = {"admin": passwords["erp.admin.password"], "capture": passwords["erp.capture.password"]}
+                self.erp.bootstrap("erp", erp_schema_sql(), pw, capture_schema="erp")
+            echo(f"erp      started      {self.erp.url('postgres', 'erp')}")
+
+        if self.table.running("crm"):
+            echo(f"crm      already up   {self.crm.url('root', 'crm')}")
+        else:
+            fresh = not self.crm.initialized()
+            if fresh:
+                self.crm.init()
+            self.crm.start(self.table)
+            if fresh:
+                pw = {"admin": passwords["crm.admin.password"], "capture": passwords["crm.capture.password"]}
+                self.crm.bootstrap("crm", crm_schema_sql(), pw)
+            echo(f"crm      started      {self.crm.url('root', 'crm')}")
+
+        if self.table.running("kafka"):
+            echo(f"kafka    already up   {self.kafka.bootstrap}")
+        else:
+            self.kafka.start(self.table)
+            echo(f"kafka    started      {self.kafka.bootstrap}")
+        echo(f"warning: {IN_MEMORY_WARNING}")
+
+        for source in connectors:
+            name = capture_process_name(source)
+            if self.table.running(name):
+                echo(f"{name:<12} already up")
+                continue
+            self.start_capture(source)
+            echo(f"{name:<12} started (logs: {self.table.log_dir / (name + '.log')})")
+
+    def start_capture(self, source: str) -> None:
+        env = {**os.environ, **self.settings_environment()}
+        argv = [sys.executable, "-m", "dataflows.cli", "capture", source]
+        port = self.capture_metrics_port(source)
+        endpoint = {"metrics": f"http://{self.settings.bind_host}:{port}/metrics"}
+        self.table.spawn(capture_process_name(source), argv, env=env, endpoint=endpoint, cwd=self.home)
+
+    def settings_environment(self) -> dict[str, str]:
+        """The settings as TIDEMARK_* variables, so a child process sees the same stack."""
+        s = self.settings
+        return {
+            "TIDEMARK_HOME": str(self.home),
+            "TIDEMARK_CONNECTORS_DIR": str(s.connectors_dir.resolve()),
+            "TIDEMARK_BIND_HOST": s.bind_host,
+            "TIDEMARK_ERP_PORT": str(s.erp_port),
+            "TIDEMARK_CRM_PORT": str(s.crm_port),
+            "TIDEMARK_KAFKA_PORT": str(s.kafka_port),
+            "TIDEMARK_METRICS_PORT": str(s.metrics_port),
+            "TIDEMARK_TOPIC_PARTITIONS": str(s.topic_partitions),
+        }
+
+    def down(self, echo: Callable[[str], None] = print) -> None:
+        """Stop exactly the processes this stack started, consumers before the services they use."""
+        names = self.table.names()
+        order = [n for n in names if n.startswith("capture-") or n.startswith("dataflow")]
+        order += [n for n in ("kafka", "crm", "erp") if n in names]
+        for name in order:
+            # PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave).
+            sig = signal.SIGINT if name == "erp" else signal.SIGTERM
+            was_running = self.table.stop(name, sig=sig)
+            echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
+
+    def status(self) -> list[ComponentStatus]:
+        s = self.settings
+        rows: list[ComponentStatus] = []
+        services = {
+            "erp": ("postgresql", s.erp_port, {"url": self.erp.url("postgres", "erp"),
+                                               "capture_url": self.erp.url(CAPTURE_ROLE, "erp")}),
+            "crm": ("mariadb", s.crm_port, {"url": self.crm.url("root", "crm"),
+                                            "capture_url": self.crm.url(CAPTURE_USER, "crm")}),
+            "kafka": ("kafka-broker", s.kafka_port, {"bootstrap": self.kafka.bootstrap}),
+        }  # fmt: skip
+        for name, (kind, port, endpoint) in services.items():
+            record = self.table.get(name)
+            up = record is not None and is_alive(record) and port_open(s.bind_host, port)
+            rows.append(ComponentStatus(name, kind, "up" if up else "down", record.pid if record else None, endpoint))
+        try:
+            sources = sorted(self.connectors())
+        except ValueError:
+            sources = sorted(n.removeprefix("capture-") for n in self.table.names() if n.startswith("capture-"))
+        for source in sources:
+            record = self.table.get(capture_process_name(source))
+            up = record is not None and is_alive(record)
+            endpoint = record.endpoint if record else {}
+            detail = read_capture_status(self.capture_state_dir(source))
+            rows.append(ComponentStatus(capture_process_name(source), "capture", "up" if up else "down",
+                                        record.pid if record else None, endpoint, detail))  # fmt: skip
+        return rows
+
+
+def read_capture_status(state_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((state_dir / "status.json").read_text()))
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,158 @@
+"""Start, find and stop the processes of the local stack by pid file, never by name."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What `up` remembers about a process it started."""
+
+    name: str
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: guards against pid reuse
+    argv: list[str]
+    log: str
+    endpoint: dict[str, str] = field(default_factory=dict)
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """True only when the recorded process itself is still running (not a zombie, not a reused pid)."""
+    return _start_ticks(record.pid) == record.start_ticks
+
+
+class ProcessTable:
+    """Pid files of one stack, under `<home>/run`."""
+
+    def __init__(self, home: Path) -> None:
+        self.run_dir = home / "run"
+        self.log_dir = home / "logs"
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def get(self, name: str) -> ProcessRecord | None:
+        try:
+            data = json.loads(self.path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return ProcessRecord(**data)
+
+    def running(self, name: str) -> ProcessRecord | None:
+        record = self.get(name)
+        return record if record is not None and is_alive(record) else None
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.run_dir.glob("*.json")) if self.run_dir.exists() else []
+
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+        endpoint: dict[str, str] | None = None,
+    ) -> ProcessRecord:
+        """Start a detached process logging to `<home>/logs/<name>.log` and record it."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                user=user,
+                start_new_session=True,  # a Ctrl-C in the shell that ran `up` must not stop the stack
+            )
+        ticks = None
+        for _ in range(50):
+            ticks = _start_ticks(proc.pid)
+            if ticks is not None:
+                break
+            time.sleep(0.01)
+        record = ProcessRecord(name, proc.pid, ticks or -1, argv, str(log_path), endpoint or {})
+        self.path(name).write_text(json.dumps(asdict(record), indent=2))
+        return record
+
+    def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:
+        """Stop a recorded process; SIGKILL after `timeout`. True if it was running."""
+        record = self.get(name)
+        if record is None:
+            return False
+        was_running = is_alive(record)
+        if was_running:
+            os.kill(record.pid, sig)
+            deadline = time.monotonic() + timeout
+            while is_alive(record) and time.monotonic() < deadline:
+                _reap(record.pid)
+                time.sleep(0.05)
+            if is_alive(record):
+                os.kill(record.pid, signal.SIGKILL)
+                while is_alive(record):
+                    _reap(record.pid)
+                    time.sleep(0.05)
+        _reap(record.pid)
+        self.path(name).unlink(missing_ok=True)
+        return was_running
+
+
+def _reap(pid: int) -> None:
+    """Collect a child we started ourselves (tests run the stack as children of pytest)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout: float, record: ProcessRecord | None = None) -> None:
+    """Wait until a TCP port accepts connections; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if record is not None and not is_alive(record):
+            msg = f"{record.name} exited during start-up; see {record.log}"
+            raise RuntimeError(msg)
+        time.sleep(0.1)
+    msg = f"{host}:{port} did not open within {timeout:.0f}s"
+    raise TimeoutError(msg)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dataflows.stack.local import LocalStack, capture_process_name
+from tests.support.kafka import TopicReader
+from tests.support.stack import wait_capture_running
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def seeded(stack: LocalStack) -> dict[str, int]:
+    """Rows that exist before capture starts: they must arrive as snapshot reads (op r)."""
+    with stack.erp_admin() as erp:
+        erp_id = erp.execute(
+            "INSERT INTO erp.customers (legal_name, tax_id, country) VALUES ('Seed Corp', 'SEED1', 'FR') RETURNING id"
+        ).fetchone()[0]
+    crm = stack.crm_admin()
+    with crm.cursor() as cur:
+        cur.execute("INSERT INTO accounts (name, stage) VALUES ('Seed Account', 'prospect')")
+        crm_id = cur.lastrowid
+    crm.close()
+    return {"erp": erp_id, "crm": crm_id}
+
+
+@pytest.fixture(scope="session")
+def captures(stack: LocalStack, seeded: dict[str, int]) -> Iterator[LocalStack]:
+    """Both capture processes running against the session stack."""
+    for source in ("erp", "crm"):
+        stack.start_capture(source)
+    for source in ("erp", "crm"):
+        wait_capture_running(stack, source)
+    yield stack
+    for source in ("erp", "crm"):
+        stack.table.stop(capture_process_name(source))
+
+
+@pytest.fixture
+def reader(stack: LocalStack) -> Iterator[type[TopicReader]]:
+    opened: list[TopicReader] = []
+
+    class _Reader(TopicReader):
+        def __init__(self, topics: list[str]) -> None:
+            super().__init__(stack.settings.kafka_bootstrap, topics)
+            opened.append(self)
+
+    yield _Reader
+    for r in opened:
+        r.close()

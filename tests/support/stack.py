@@ -1,0 +1,46 @@
+"""The services tests run against: local processes here, testcontainers where a Docker engine answers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from dataflows.settings import Settings
+from dataflows.stack.local import LocalStack, read_capture_status
+from dataflows.stack.processes import free_port
+
+
+def new_home(prefix: str = "tidemark-test-") -> Path:
+    # Not pytest's tmp_path: it is mode 0700 under /tmp/pytest-of-root, which the `postgres` and
+    # `mysql` users the databases run as cannot traverse.
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(home, 0o755)
+    return home
+
+
+def make_settings(home: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "home": home,
+        "erp_port": free_port(),
+        "crm_port": free_port(),
+        "kafka_port": free_port(),
+        "metrics_port": free_port(),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def wait_capture_running(stack: LocalStack, source: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_capture_status(stack.capture_state_dir(source))
+        if status.get("state") == "running":
+            return
+        if status.get("state") == "failed":
+            msg = f"capture {source} failed: {status.get('last_error')}"
+            raise RuntimeError(msg)
+        time.sleep(0.2)
+    msg = f"capture {source} not running after {timeout}s"
+    raise TimeoutError(msg)

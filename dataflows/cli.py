@@ -135,6 +135,27 @@ def cmd_sources_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_schemas_export(_args: argparse.Namespace) -> int:
+    from schemas.export import export
+
+    for path in export():
+        print(path)
+    return 0
+
+
+def cmd_schemas_check(_args: argparse.Namespace) -> int:
+    from schemas.export import drift
+
+    problems = drift()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print("JSON Schemas drifted from the models: run `tidemark schemas export` and commit", file=sys.stderr)
+        return 1
+    print("JSON Schemas match the models")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidemark", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -167,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kafka-bootstrap", default="${env:KAFKA_BOOTSTRAP_SERVERS}",
                    help="bootstrap servers for MySQL schema history (default: Connect's own env)")
     p.set_defaults(func=cmd_sources_register)
+
+    schemas = sub.add_parser("schemas", help="JSON Schemas of the canonical models").add_subparsers(
+        dest="schemas_command", required=True
+    )
+    schemas.add_parser("export", help="write schemas/json/*.schema.json").set_defaults(func=cmd_schemas_export)
+    schemas.add_parser("check", help="fail if the committed schemas drifted").set_defaults(func=cmd_schemas_check)
 
     from dataflows.demo import add_demo_parser
 

@@ -1,0 +1,34 @@
+"""Ownership decisions: one record per proposed field value. Published on `tidemark.governance.v1`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+
+class GovernanceDecision(StrEnum):
+    APPLIED = "applied"  # from an owner: written to the golden record
+    FILLED = "filled"  # from a non-owner, into an empty field (policy fill_if_empty)
+    CONFLICT = "conflict"  # from a non-owner, advisory: recorded, not applied
+    REJECTED = "rejected"  # from a non-owner under policy reject, or a derived field
+    STALE = "stale"  # older than the value already applied (arrived late): not applied
+
+
+class GovernanceRecordV1(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_id: str
+    entity: str
+    field: str
+    proposed_value: Any
+    current_value: Any
+    source: str
+    source_system: str
+    decision: GovernanceDecision
+    reason: str
+    correlation_id: str
+    causation_id: str
+    occurred_at: AwareDatetime
+    schema_version: Literal[1] = 1

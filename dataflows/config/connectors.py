@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dataflows.config.secrets import SecretError, is_reference_only, is_secret_key, resolve
 from dataflows.config.yaml_lines import LoadedYaml, YamlError, load_yaml
+from dataflows.core.expressions import ExpressionError, compile_expression
+from schemas.v1.entities import ENTITY_MODELS, FIELD_ENTITY
 
 Dialect = Literal["postgres", "mysql"]
 CONNECTOR_CLASSES: dict[str, Dialect] = {
@@ -152,6 +154,42 @@ def _debezium_problems(path: Path, loaded: LoadedYaml) -> list[ConfigProblem]:
     return problems
 
 
+def _field_suggestion(field: str) -> str:
+    close = difflib.get_close_matches(field, list(FIELD_ENTITY), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _mapping_problems(path: Path, loaded: LoadedYaml, config: ConnectorConfig) -> list[ConfigProblem]:
+    """Canonical field names, entity membership and SQL expressions of the table mappings."""
+    problems = []
+
+    def problem(loc: tuple[str | int, ...], message: str) -> None:
+        problems.append(ConfigProblem(path, loaded.line_of(loc), _dotted(loc), message))
+
+    for table, mapping in config.tables.items():
+        entity_fields = ENTITY_MODELS[mapping.entity].model_fields
+        for field, sql in mapping.fields.items():
+            loc = ("tables", table, "fields", field)
+            if field not in FIELD_ENTITY:
+                problem(loc, f"unknown canonical field {field!r}{_field_suggestion(field)}")
+            elif field not in entity_fields:
+                problem(loc, f"{field!r} belongs to entity {FIELD_ENTITY[field]!r}, not {mapping.entity!r}")
+            else:
+                try:
+                    compile_expression(sql, config.dialect)
+                except ExpressionError as e:
+                    problem(loc, str(e))
+        if mapping.customer.via is not None and mapping.customer.via not in config.tables:
+            problem(("tables", table, "customer", "via"), f"{mapping.customer.via!r} is not a captured table of this source")
+    for i, field in enumerate(config.owns):
+        if field not in FIELD_ENTITY:
+            problem(("owns", i), f"unknown canonical field {field!r}{_field_suggestion(field)}")
+    if config.debezium.get("decimal.handling.mode") != "string":
+        problem(("debezium", "decimal.handling.mode") if "decimal.handling.mode" in config.debezium else ("debezium",),
+                "set decimal.handling.mode: string (exact decimals; 'precise' sends bytes, 'double' loses cents)")
+    return problems
+
+
 def load_connector(path: Path) -> ConnectorConfig:
     """Load and validate one connector file; every problem is reported at once."""
     try:
@@ -171,6 +209,8 @@ def load_connector(path: Path) -> ConnectorConfig:
             if err["type"] == "extra_forbidden":
                 message = f"unknown key{_suggest(_model_at(loc), str(loc[-1]))}"
             problems.append(ConfigProblem(path, loaded.line_of(loc), _dotted(loc), message))
+    if config is not None:
+        problems += _mapping_problems(path, loaded, config)
     if config is not None and config.name != path.stem:
         problems.append(ConfigProblem(
             path, loaded.line_of(("name",)), "name", f"must match the file name: rename to {path.stem!r} or the file"

@@ -26,6 +26,7 @@ debezium:
   database.hostname: localhost
   database.user: u
   database.password: ${env:SRC_PASSWORD}
+  decimal.handling.mode: string
 tables:
   public.t:
     entity: customer
@@ -65,8 +66,8 @@ def test_valid_file_loads(tmp_path: Path) -> None:
 def test_misspelt_key_names_file_line_key_and_suggestion(tmp_path: Path) -> None:
     path = _write(tmp_path, VALID.replace("    customer: {column: id}", "    custmer: {column: id}"))
     problems = _problems(path)
-    assert f"{path}:13: tables.public.t.custmer: unknown key; did you mean 'customer'?" in problems
-    assert f"{path}:10: tables.public.t.customer: Field required" in problems
+    assert f"{path}:14: tables.public.t.custmer: unknown key; did you mean 'customer'?" in problems
+    assert f"{path}:11: tables.public.t.customer: Field required" in problems
 
 
 def test_literal_password_is_refused_without_echoing_it(tmp_path: Path) -> None:
@@ -86,6 +87,18 @@ def test_runtime_owned_property_and_unknown_connector(tmp_path: Path) -> None:
     assert any(":6: debezium.offset.storage: set by the Tidemark runtime" in p for p in problems)
 
 
+def test_mapping_problems_name_the_field_and_the_fix(tmp_path: Path) -> None:
+    text = VALID + "    fields:\n      legal_nme: TRIM(name)\n      plan: plan\n      tax_id: MD5(tax)\n      country: UPPER(\n"
+    text = text.replace("  decimal.handling.mode: string\n", "")
+    problems = _problems(_write(tmp_path, text + "owns: [credit_limt]\n"))
+    assert any(":15: tables.public.t.fields.legal_nme: unknown canonical field 'legal_nme'; did you mean 'legal_name'?" in p for p in problems)
+    assert any(":16: tables.public.t.fields.plan: 'plan' belongs to entity 'subscription', not 'customer'" in p for p in problems)
+    assert any(":17: tables.public.t.fields.tax_id: unsupported SQL function MD5" in p for p in problems)
+    assert any(":18: tables.public.t.fields.country: cannot parse" in p for p in problems)
+    assert any(":19: owns.0: unknown canonical field 'credit_limt'; did you mean 'credit_limit'?" in p for p in problems)
+    assert any("debezium: set decimal.handling.mode: string" in p for p in problems)
+
+
 def test_name_must_match_file(tmp_path: Path) -> None:
     problems = _problems(_write(tmp_path, VALID, "other.yaml"))
     assert any(":1: name: must match the file name" in p for p in problems)
@@ -99,7 +112,7 @@ def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
 
 def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
     problems = _problems(_write(tmp_path, VALID + "system: crm\n"))
-    assert any(":14: <file>: duplicate key 'system'" in p for p in problems)
+    assert any(":15: <file>: duplicate key 'system'" in p for p in problems)
 
 
 def test_directory_reports_problems_of_every_file(tmp_path: Path) -> None:

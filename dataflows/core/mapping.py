@@ -1,0 +1,185 @@
+"""Change records -> canonical changes: entity, canonical key, customer link and only the fields that changed."""
+
+from __future__ import annotations
+
+import types
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import TypeAdapter, ValidationError
+
+from dataflows.config.connectors import ConnectorConfig, TableMapping
+from dataflows.core.decode import UNAVAILABLE, ChangeRecord
+from dataflows.core.expressions import (
+    CompiledExpression,
+    MissingColumn,
+    ValueConversionError,
+    _to_date,
+    _to_decimal,
+    compile_expression,
+)
+from schemas.v1.entities import ENTITY_MODELS, FIELD_ENTITY
+
+NAMESPACE = uuid.UUID("6f1d1c1e-7a51-4d0e-9a7e-5f0c1b2d3e4f")
+_UNKNOWN = object()  # a value we do not know (unchanged TOAST without a before image)
+
+
+class MappingError(ValueError):
+    def __init__(self, error_class: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error_class = error_class
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalChange:
+    """A source change in canonical terms. `fields` holds only what changed (all mapped fields for
+    inserts and snapshot reads); a delete has no fields."""
+
+    change_id: str
+    source: str
+    system: str
+    table: str
+    entity: str
+    entity_key: str
+    customer_ref: str | None  # the customer's id in this source's system
+    deleted: bool
+    fields: dict[str, Any]
+    position: tuple[int, ...]
+    position_text: str
+    commit_time: datetime
+    correlation_id: str
+    snapshot: bool
+
+
+def correlation_id(source: str, tx_id: str | None, position_text: str) -> str:
+    """All changes of one source transaction share it; without a transaction id, the position stands in."""
+    basis = f"{source}:tx:{tx_id}" if tx_id else f"{source}:pos:{position_text}"
+    return str(uuid.uuid5(NAMESPACE, basis))
+
+
+def _coercer(field: str) -> Callable[[Any], Any]:
+    info = ENTITY_MODELS[FIELD_ENTITY[field]].model_fields[field]
+    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[info.annotation, info])  # type: ignore[name-defined]
+    inner = info.annotation
+    if get_origin(inner) in (Union, types.UnionType):
+        inner = next(a for a in get_args(inner) if a is not type(None))
+    pre: Callable[[Any], Any] | None = {date: _to_date, Decimal: _to_decimal}.get(inner)  # type: ignore[call-overload]
+
+    def coerce(value: Any) -> Any:
+        if value is None:
+            return None
+        if pre is not None:
+            value = pre(value)
+        elif inner is str and not isinstance(value, str):
+            value = str(value)
+        return adapter.validate_python(value)
+
+    return coerce
+
+
+class TableMapper:
+    """The compiled mapping of one captured table."""
+
+    def __init__(self, config: ConnectorConfig, table: str, mapping: TableMapping) -> None:
+        self.source = config.name
+        self.system = config.system
+        self.table = table
+        self.entity = mapping.entity
+        self.key_columns = mapping.key
+        self.link_column = mapping.customer.column if mapping.customer.via is None else None
+        self.fields: dict[str, CompiledExpression] = {
+            f: compile_expression(sql, config.dialect) for f, sql in mapping.fields.items()
+        }
+        self.coercers = {f: _coercer(f) for f in self.fields}
+
+    def _evaluate(self, row: dict[str, Any], fallback: dict[str, Any] | None) -> dict[str, Any]:
+        unknown = {c for c, v in row.items() if v == UNAVAILABLE}
+        if unknown:
+            row = dict(row)
+            for column in unknown:
+                prior = fallback.get(column, UNAVAILABLE) if fallback else UNAVAILABLE
+                row[column] = prior if prior != UNAVAILABLE else _UNKNOWN
+        out: dict[str, Any] = {}
+        for field, expr in self.fields.items():
+            if unknown and any(row.get(c) is _UNKNOWN for c in expr.columns):
+                continue  # never let an unavailable TOAST value overwrite a known one
+            try:
+                value = expr(row)
+            except MissingColumn as e:
+                msg = (f"column {e.column!r} used by field {field!r} ({expr.sql}) is missing from {self.table}: "
+                       f"dropped or renamed by DDL? Update tables.{self.table}.fields in connectors/{self.source}.yaml")  # fmt: skip
+                raise MappingError("mapped_column_missing", msg) from None
+            except (ValueConversionError, TypeError, ArithmeticError) as e:
+                msg = f"field {field!r} ({expr.sql}) on {self.table}: {e}"
+                raise MappingError("invalid_value", msg) from None
+            try:
+                out[field] = self.coercers[field](value)
+            except (ValidationError, ValueConversionError) as e:
+                detail = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+                msg = f"field {field!r} = {value!r} from {self.table} violates the canonical model: {detail}"
+                raise MappingError("invalid_value", msg) from None
+        return out
+
+    def _key(self, row: dict[str, Any]) -> str:
+        try:
+            return "|".join(str(row[c]) for c in self.key_columns)
+        except KeyError as e:
+            msg = f"key column {e.args[0]!r} missing from {self.table}"
+            raise MappingError("mapped_column_missing", msg) from None
+
+    def map(self, record: ChangeRecord) -> CanonicalChange:
+        if record.op == "t":
+            msg = (f"TRUNCATE of {self.table} at {record.position_text}: removed rows cannot be attributed to "
+                   "customers; re-snapshot the table (Debezium incremental snapshot signal) to reconcile")  # fmt: skip
+            raise MappingError("truncate", msg)
+        row = record.after if record.op != "d" else record.before
+        if row is None:
+            msg = f"{record.op!r} change on {self.table} without a row image"
+            raise MappingError("missing_row_image", msg)
+        if record.op == "d":
+            fields: dict[str, Any] = {}
+        elif record.op == "u" and record.before is not None:
+            new = self._evaluate(record.after or {}, record.before)
+            old = self._evaluate(record.before, None)
+            fields = {f: v for f, v in new.items() if f not in old or old[f] != v}
+        else:
+            fields = self._evaluate(row, record.before)
+        customer = row.get(self.link_column) if self.link_column else None
+        entity_key = self._key(row)
+        return CanonicalChange(
+            change_id=str(uuid.uuid5(NAMESPACE, f"{self.source}/{self.table}/{entity_key}@{record.position_text}/{record.op}")),
+            source=self.source,
+            system=self.system,
+            table=self.table,
+            entity=self.entity,
+            entity_key=entity_key,
+            customer_ref=None if customer is None else str(customer),
+            deleted=record.op == "d",
+            fields=fields,
+            position=record.position,
+            position_text=record.position_text,
+            commit_time=record.commit_time,
+            correlation_id=correlation_id(self.source, record.tx_id, record.position_text),
+            snapshot=record.snapshot,
+        )  # fmt: skip
+
+
+class SourceMapper:
+    """All table mappings of one source."""
+
+    def __init__(self, config: ConnectorConfig) -> None:
+        self.config = config
+        self.tables = {t: TableMapper(config, t, m) for t, m in config.tables.items()}
+
+    def map(self, record: ChangeRecord) -> CanonicalChange:
+        mapper = self.tables.get(record.table)
+        if mapper is None:
+            msg = (f"table {record.table} is captured by source {self.config.name!r} but not mapped: add it under "
+                   f"tables: in connectors/{self.config.name}.yaml or drop it from table.include.list")  # fmt: skip
+            raise MappingError("unknown_table", msg)
+        return mapper.map(record)

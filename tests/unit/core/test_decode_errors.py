@@ -1,0 +1,81 @@
+"""Bad input to the decoder: typed, reported errors only, whatever the bytes (hypothesis fuzzing)."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataflows.core.decode import DecodeError, decode
+from tests.support.fixtures import as_kafka, recorded
+
+
+@pytest.mark.parametrize(
+    ("value", "error_class"),
+    [
+        (b"{not json", "malformed_json"),
+        (b"[1, 2]", "invalid_envelope"),
+        (b'{"op": "x", "source": {}}', "invalid_envelope"),
+        (b'{"op": "c", "source": {"schema": "erp", "table": "t", "ts_ms": 1}}', "invalid_envelope"),  # no lsn
+        (b'{"op": "c", "after": 3, "source": {"schema": "erp", "table": "t", "ts_ms": 1, "lsn": 5}}', "invalid_envelope"),
+    ],
+)
+def test_bad_envelopes_are_typed_errors(value: bytes, error_class: str) -> None:
+    with pytest.raises(DecodeError) as e:
+        decode(b'{"id": 1}', value, source="erp", dialect="postgres")
+    assert e.value.error_class == error_class
+
+
+def test_schema_wrapped_envelope_decodes_semantic_types() -> None:
+    (insert,) = [r for r in recorded("erp") if r["scenario"] == "insert"]
+    envelope = dict(insert["value"])
+    cents = (2500050).to_bytes(4, "big", signed=True)
+    envelope["after"] = {**envelope["after"], "credit_limit": base64.b64encode(cents).decode(), "due": 20485,
+                         "seen": 1767323045123456}  # fmt: skip
+    schema = {"type": "struct", "fields": [{"field": "after", "type": "struct", "fields": [
+        {"field": "credit_limit", "type": "bytes", "name": "org.apache.kafka.connect.data.Decimal",
+         "parameters": {"scale": "2"}},
+        {"field": "due", "type": "int32", "name": "io.debezium.time.Date"},
+        {"field": "seen", "type": "int64", "name": "io.debezium.time.MicroTimestamp"},
+        {"field": "created_at", "type": "string", "name": "io.debezium.time.ZonedTimestamp"},
+    ]}]}  # fmt: skip
+    rec = decode(b'{"schema": {}, "payload": {"id": 2}}', orjson.dumps({"schema": schema, "payload": envelope}),
+                 source="erp", dialect="postgres")  # fmt: skip
+    assert rec is not None and rec.key == {"id": 2}
+    assert str(rec.after["credit_limit"]) == "25000.50"
+    assert rec.after["due"].isoformat() == "2026-02-01"
+    assert rec.after["seen"].isoformat() == "2026-01-02T03:04:05.123456+00:00"
+    assert rec.after["created_at"].isoformat() == "2026-01-02T03:04:05.123456+00:00"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300) | st.builds(lambda d: orjson.dumps(d), st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(["op", "source", "after", "before", "lsn",
+        "ts_ms", "schema", "table", "file", "pos", "payload"]), c, max_size=6), max_leaves=20)))  # fmt: skip
+def test_fuzzed_values_raise_only_decode_errors(value: bytes) -> None:
+    for dialect in ("postgres", "mysql"):
+        try:
+            decode(b'{"id": 1}', value, source="s", dialect=dialect)
+        except DecodeError:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_real_envelopes_raise_only_decode_errors(data: st.DataObject) -> None:
+    records = [r for r in recorded("erp") + recorded("crm") if r["value"] is not None]
+    record = data.draw(st.sampled_from(records))
+    envelope = dict(record["value"])
+    source = dict(envelope["source"])
+    field = data.draw(st.sampled_from(sorted(source)))
+    source[field] = data.draw(st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5) | st.lists(st.integers(0, 2**40), max_size=2))
+    envelope["source"] = source
+    key, _ = as_kafka(record)
+    try:
+        decode(key, orjson.dumps(envelope), source="s", dialect="postgres" if "lsn" in record["value"]["source"] else "mysql")
+    except DecodeError:
+        pass

@@ -38,7 +38,8 @@ class MappingError(ValueError):
 @dataclass(frozen=True, slots=True)
 class CanonicalChange:
     """A source change in canonical terms. `fields` holds only what changed (all mapped fields for
-    inserts and snapshot reads); a delete has no fields."""
+    inserts and snapshot reads); `image` the whole mapped row after the change, so that the newest
+    change of a row carries everything even when an older one arrives late. A delete has neither."""
 
     change_id: str
     source: str
@@ -49,6 +50,7 @@ class CanonicalChange:
     customer_ref: str | None  # the customer's id in this source's system
     deleted: bool
     fields: dict[str, Any]
+    image: dict[str, Any]
     position: tuple[int, ...]
     position_text: str
     commit_time: datetime
@@ -143,12 +145,13 @@ class TableMapper:
             raise MappingError("missing_row_image", msg)
         if record.op == "d":
             fields: dict[str, Any] = {}
+            image: dict[str, Any] = {}
         elif record.op == "u" and record.before is not None:
-            new = self._evaluate(record.after or {}, record.before)
+            image = self._evaluate(record.after or {}, record.before)
             old = self._evaluate(record.before, None)
-            fields = {f: v for f, v in new.items() if f not in old or old[f] != v}
+            fields = {f: v for f, v in image.items() if f not in old or old[f] != v}
         else:
-            fields = self._evaluate(row, record.before)
+            image = fields = self._evaluate(row, record.before)
         customer = row.get(self.link_column) if self.link_column else None
         entity_key = self._key(row)
         return CanonicalChange(
@@ -161,6 +164,7 @@ class TableMapper:
             customer_ref=None if customer is None else str(customer),
             deleted=record.op == "d",
             fields=fields,
+            image=image,
             position=record.position,
             position_text=record.position_text,
             commit_time=record.commit_time,

@@ -1,0 +1,192 @@
+"""The consistency core: canonical changes in; golden records, governance decisions and lifecycle events out.
+
+    submit(change) -> reorder -> dedupe -> identity -> ownership/apply -> lifecycle -> CoreOutput
+
+Plain Python, engine-free: the dataflow only feeds it changes and the wall clock, and ships its outputs.
+Every output is a deterministic function of the changes processed, in the order the reorder buffer
+releases them, so a replay yields the same ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataflows.core.dedupe import HighWaterMarks, Verdict
+from dataflows.core.golden import GoldenRecord, Proposal, apply_change
+from dataflows.core.identity import IdentityResolver, Merge
+from dataflows.core.lifecycle import derive_status, fact_events, status_events
+from dataflows.core.mapping import CanonicalChange
+from dataflows.core.policy import Policy
+from dataflows.core.reorder import Reorderer
+from schemas.v1.entities import LifecycleStatus
+from schemas.v1.events import EventType
+
+EVENT_NAMESPACE = uuid.UUID("3c9e2f5a-1d7b-4c8e-9f0a-6b5d4e3c2a19")
+
+
+@dataclass
+class CoreOutput:
+    """What one call produced. Plain dicts in the shapes of schemas.v1 (validated in tests, serialized by
+    the dataflow), so the hot path builds no pydantic models."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    customers: list[dict[str, Any]] = field(default_factory=list)  # golden records that changed
+    retired: list[tuple[str, str]] = field(default_factory=list)  # (merged id, surviving id)
+    governance: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[tuple[CanonicalChange, str, str]] = field(default_factory=list)  # (change, class, reason)
+    late: list[CanonicalChange] = field(default_factory=list)
+
+    def extend(self, other: CoreOutput) -> None:
+        self.events += other.events
+        self.customers += other.customers
+        self.retired += other.retired
+        self.governance += other.governance
+        self.errors += other.errors
+        self.late += other.late
+
+
+@dataclass
+class CoreStats:
+    changes_in: int = 0
+    applied: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    governance: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (field, system, decision)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class ConsistencyCore:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        r = policy.reorder
+        self.reorder = Reorderer(r.grace_ms / 1000, r.idle_timeout_ms / 1000, r.max_per_key, r.max_total)
+        self.marks = HighWaterMarks()
+        self.identity = IdentityResolver(policy)
+        self.records: dict[str, GoldenRecord] = {}
+        self.stats = CoreStats()
+        self._match_fields = self.identity.match_fields()
+
+    # -- input ----------------------------------------------------------------------------------
+    def submit(self, change: CanonicalChange, now: float) -> CoreOutput:
+        """Accept one change at wall-clock `now` (seconds); process whatever the buffer releases."""
+        self.stats.changes_in += 1
+        key = (change.system, change.customer_ref or change.entity_key)
+        return self._process_all(self.reorder.push(change, key, now))
+
+    def tick(self, now: float) -> CoreOutput:
+        """Call periodically: flushes the buffer when the input has been idle."""
+        return self._process_all(self.reorder.tick(now))
+
+    def flush(self) -> CoreOutput:
+        return self._process_all(self.reorder.flush())
+
+    def _process_all(self, released: list[tuple[CanonicalChange, bool]]) -> CoreOutput:
+        out = CoreOutput()
+        for change, late in released:
+            if late:
+                out.late.append(change)
+            self._process(change, out)
+        return out
+
+    # -- one change -----------------------------------------------------------------------------
+    def _process(self, change: CanonicalChange, out: CoreOutput) -> None:
+        verdict = self.marks.check(change.source, change.table, change.entity_key, change.position, change.snapshot)
+        if verdict is not Verdict.NEW:
+            return
+        if change.customer_ref is None:
+            reason = (f"{change.table} row {change.entity_key} names no customer (link column is NULL): "
+                      "it cannot be attributed; fix the row or the table's customer link")  # fmt: skip
+            self.stats.errors["unlinked_row"] += 1
+            out.errors.append((change, "unlinked_row", reason))
+            return
+        ref = (change.system, change.customer_ref)
+        values = None
+        if change.entity == "customer" and not change.deleted:
+            values = {f: change.image[f] for f in self._match_fields if f in change.image}
+        resolution = self.identity.resolve(ref, values)
+        record = self.records.get(resolution.golden_id)
+        created = record is None
+        for merge in resolution.merges:
+            record = self._merge(merge, change, out)
+        if record is None:
+            record = self.records[resolution.golden_id] = GoldenRecord(resolution.golden_id)
+        if resolution.joined_by:
+            record.match_rules.add(resolution.joined_by)
+
+        old_status = record.status
+        proposals, before, after, changed = apply_change(record, change, self.policy)
+        self._governance(record, change, proposals, out)
+        if not (changed or created or resolution.merges):
+            return
+        self.stats.applied += 1
+        record.version += 1
+        record.updated_at = max(record.updated_at, change.commit_time)
+        record.last_correlation_id = change.correlation_id
+        systems = set(record.source_ids)
+        record.status = derive_status(record.values(), record.children, systems, record.ever_active)
+        record.ever_active |= record.status is LifecycleStatus.ACTIVE
+        if created:
+            self._event(out, record, EventType.CUSTOMER_CREATED, change, {"status": record.status.value})
+        for event_type, payload in fact_events(change.entity, before, after, self.policy.plans):
+            self._event(out, record, event_type, change, payload)
+        for event_type, payload in status_events(None if created else old_status, record.status):
+            self._event(out, record, event_type, change, payload)
+        out.customers.append(record.as_dict())
+
+    def _merge(self, merge: Merge, change: CanonicalChange, out: CoreOutput) -> GoldenRecord:
+        survivor = self.records.get(merge.survivor) or GoldenRecord(merge.survivor)
+        merged = self.records.pop(merge.merged, None)
+        if merged is not None:
+            survivor.absorb(merged)
+        survivor.match_rules.add(merge.rule)
+        self.records[merge.survivor] = survivor
+        out.retired.append((merge.merged, merge.survivor))
+        payload = {"merged_customer_id": merge.merged, "surviving_customer_id": merge.survivor, "rule": merge.rule}
+        self._event(out, survivor, EventType.CUSTOMER_MERGED, change, payload)
+        return survivor
+
+    # -- outputs --------------------------------------------------------------------------------
+    def _event(self, out: CoreOutput, record: GoldenRecord, event_type: EventType, change: CanonicalChange,
+               payload: dict[str, Any]) -> None:  # fmt: skip
+        basis = f"{event_type.value}|{record.customer_id}|{change.change_id}|{payload.get('merged_customer_id', '')}"
+        self.stats.events[event_type.value] += 1
+        out.events.append({
+            "event_id": str(uuid.uuid5(EVENT_NAMESPACE, basis)),
+            "event_type": event_type.value,
+            "customer_id": record.customer_id,
+            "occurred_at": change.commit_time.isoformat(),
+            "source_system": change.system,
+            "source_position": change.position_text,
+            "correlation_id": change.correlation_id,
+            "causation_id": change.change_id,
+            "schema_version": 1,
+            "payload": payload,
+        })  # fmt: skip
+
+    def _governance(self, record: GoldenRecord, change: CanonicalChange, proposals: list[Proposal],
+                    out: CoreOutput) -> None:  # fmt: skip
+        for p in proposals:
+            self.stats.governance[(p.field, change.system, p.decision.value)] += 1
+            out.governance.append({
+                "customer_id": record.customer_id,
+                "entity": p.entity,
+                "field": p.field,
+                "proposed_value": _plain(p.proposed),
+                "current_value": _plain(p.current),
+                "source": change.source,
+                "source_system": change.system,
+                "decision": p.decision.value,
+                "reason": p.reason,
+                "correlation_id": change.correlation_id,
+                "causation_id": change.change_id,
+                "occurred_at": change.commit_time.isoformat(),
+                "schema_version": 1,
+            })  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | bool | float):
+        return value
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)

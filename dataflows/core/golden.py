@@ -1,0 +1,167 @@
+"""The golden customer record: owned fields with their versions, its parts (contacts, subscriptions, ...),
+the source customers it links, and how one canonical change is applied to it under the ownership policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from dataflows.core.mapping import CanonicalChange
+from dataflows.core.ownership import FieldVersion, decide, is_newer
+from dataflows.core.policy import Policy
+from schemas.v1.entities import LifecycleStatus
+from schemas.v1.governance import GovernanceDecision as D
+
+CHILD_COLLECTIONS = {
+    "contact": "contacts",
+    "billing_account": "billing_accounts",
+    "subscription": "subscriptions",
+    "opportunity": "opportunities",
+    "invoice": "invoices",
+}
+
+
+@dataclass
+class GoldenRecord:
+    customer_id: str
+    fields: dict[str, FieldVersion] = field(default_factory=dict)
+    children: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    source_ids: dict[str, set[str]] = field(default_factory=dict)
+    match_rules: set[str] = field(default_factory=set)
+    status: LifecycleStatus | None = None
+    ever_active: bool = False
+    version: int = 0
+    updated_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    last_correlation_id: str = ""
+    # Last conflicting/rejected value reported per (field, system): a repeat is not reported again.
+    reported: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        return {f: v.value for f, v in self.fields.items()}
+
+    def absorb(self, other: GoldenRecord) -> None:
+        """Merge `other` (the merged-away customer) into this one: per field the newer version wins."""
+        for name, theirs in other.fields.items():
+            mine = self.fields.get(name)
+            if mine is None or _survives(theirs, mine):
+                self.fields[name] = theirs
+        for entity, parts in other.children.items():
+            self.children.setdefault(entity, {}).update(parts)
+        for system, ids in other.source_ids.items():
+            self.source_ids.setdefault(system, set()).update(ids)
+        self.match_rules |= other.match_rules
+        self.ever_active |= other.ever_active
+        self.version = max(self.version, other.version)
+        self.updated_at = max(self.updated_at, other.updated_at)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The CustomerV1 shape, with JSON-ready values."""
+        out: dict[str, Any] = {name: _json(v.value) for name, v in self.fields.items()}
+        out.update({
+            "customer_id": self.customer_id,
+            "lifecycle_status": self.status.value if self.status else None,
+            "source_ids": {s: sorted(ids, key=lambda i: (len(i), i)) for s, ids in sorted(self.source_ids.items())},
+            "match_rules": sorted(r for r in self.match_rules if r),
+            "version": self.version,
+            "updated_at": self.updated_at.isoformat(),
+            "last_correlation_id": self.last_correlation_id,
+        })  # fmt: skip
+        for entity, collection in CHILD_COLLECTIONS.items():
+            parts = self.children.get(entity, {})
+            out[collection] = {k: {f: _json(v) for f, v in p.items()} for k, p in sorted(parts.items())}
+        return out
+
+
+def _survives(theirs: FieldVersion, mine: FieldVersion) -> bool:
+    """An owner's value beats a filled one; between equals, the newer version wins."""
+    if theirs.by_owner != mine.by_owner:
+        return theirs.by_owner
+    return is_newer(theirs.source, theirs.position, theirs.commit_ts, mine)
+
+
+def _json(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | bool | float):
+        return value
+    return str(value) if not hasattr(value, "isoformat") else value.isoformat()
+
+
+@dataclass
+class Proposal:
+    """One governance decision about one field value."""
+
+    entity: str
+    field: str
+    proposed: Any
+    current: Any
+    decision: D
+    reason: str
+
+
+def apply_change(record: GoldenRecord, change: CanonicalChange, policy: Policy) -> tuple[list[Proposal], dict[str, Any] | None, dict[str, Any] | None, bool]:
+    """Apply `change` to `record`. Returns (decisions, entity fields before, entity fields after, changed)."""
+    if change.entity == "customer":
+        return _apply_customer(record, change, policy)
+    return _apply_child(record, change, policy)
+
+
+def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Policy) -> tuple[list[Proposal], dict[str, Any], dict[str, Any], bool]:
+    ids = record.source_ids.setdefault(change.system, set())
+    changed = False
+    if change.deleted:
+        changed = change.entity_key in ids
+        ids.discard(change.entity_key)
+        if not ids:
+            del record.source_ids[change.system]
+        return [], record.values(), record.values(), changed
+    if change.entity_key not in ids:
+        ids.add(change.entity_key)
+        changed = True
+    before = record.values()
+    proposals = []
+    ts = change.commit_time.timestamp()
+    for name, value in change.image.items():
+        current = record.fields.get(name)
+        if current is not None and current.value == value:
+            if current.source == change.source and change.position > current.position:
+                current.position, current.commit_ts = change.position, ts  # same value, newer version
+            continue
+        decision, reason = decide(policy, name, change.system, current)
+        if decision in (D.APPLIED, D.FILLED):
+            if current is not None and current.by_owner and not is_newer(change.source, change.position, ts, current):
+                decision, reason = D.STALE, "an owner's newer value is already applied"
+            else:
+                record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts,
+                                                   decision is D.APPLIED)  # fmt: skip
+                changed = True
+        elif record.reported.get((name, change.system), object()) == value:
+            continue  # the same disagreement was reported already
+        else:
+            record.reported[(name, change.system)] = value
+        proposals.append(Proposal("customer", name, value, current.value if current else None, decision, reason))
+    return proposals, before, record.values(), changed
+
+
+def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) -> tuple[list[Proposal], dict[str, Any] | None, dict[str, Any] | None, bool]:
+    parts = record.children.setdefault(change.entity, {})
+    key = f"{change.source}:{change.entity_key}"
+    old = parts.get(key)
+    if change.deleted:
+        parts.pop(key, None)
+        return [], old, None, old is not None
+    new = dict(old or {})
+    proposals = []
+    for name, value in change.image.items():
+        current = new.get(name)
+        if name in new and current == value:
+            continue
+        decision, reason = decide(policy, name, change.system, None)
+        if decision in (D.APPLIED, D.FILLED):
+            new[name] = value
+        elif record.reported.get((name, change.system), object()) == value:
+            continue
+        else:
+            record.reported[(name, change.system)] = value
+        proposals.append(Proposal(change.entity, name, value, current, decision, reason))
+    parts[key] = new
+    return proposals, old, new, new != old

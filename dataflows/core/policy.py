@@ -1,0 +1,98 @@
+"""Governance policy of the consistency core: reorder bounds, identity rules, field ownership, plans.
+
+Owners come from the connector files (`owns:`); everything else has defaults that follow the design and
+can be overridden by a YAML file (TIDEMARK_POLICY_FILE) validated by the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataflows.config.connectors import ConnectorConfig
+from dataflows.config.yaml_lines import load_yaml
+
+Mode = Literal["advisory", "reject", "fill_if_empty"]
+Normalizer = Literal["exact", "casefold", "alnum", "company_name", "domain"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReorderPolicy(_Strict):
+    grace_ms: int = Field(500, ge=0, description="Watermark = newest commit time seen minus this.")
+    idle_timeout_ms: int = Field(2000, ge=1, description="Wall-clock quiet time after which the buffer flushes.")
+    max_per_key: int = Field(1000, ge=1, description="Changes buffered for one customer before early release.")
+    max_total: int = Field(200_000, ge=1, description="Changes buffered overall before early release.")
+
+
+class FieldPolicy(_Strict):
+    mode: Mode = Field("advisory", description="What a change from a non-owner does.")
+
+
+class Crosswalk(_Strict):
+    """An explicit link: a source row's `field` names the id of a customer in `system`."""
+
+    name: str = "crosswalk"
+    field: str = "erp_customer_id"
+    system: str = "erp"
+
+
+class MatchRule(_Strict):
+    """Deterministic match: two source customers whose normalized `fields` are all equal are one."""
+
+    name: str
+    fields: list[str] = Field(min_length=1, description="Canonical fields; 'a|b' takes the first non-empty.")
+    normalize: Normalizer = "casefold"
+    exclude: list[str] = Field(default_factory=list, description="Normalized values that never match.")
+
+
+FREE_MAIL = ["gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "yahoo.com", "icloud.com", "gmx.de",
+             "web.de", "proton.me", "protonmail.com", "aol.com", "live.com"]  # fmt: skip
+
+
+class Policy(_Strict):
+    reorder: ReorderPolicy = ReorderPolicy()
+    crosswalks: list[Crosswalk] = [Crosswalk()]
+    match_rules: list[MatchRule] = [
+        MatchRule(name="tax_id", fields=["tax_id"], normalize="alnum"),
+        MatchRule(name="name_country", fields=["legal_name|display_name", "country"], normalize="company_name"),
+        MatchRule(name="domain", fields=["domain"], normalize="domain", exclude=FREE_MAIL),
+    ]
+    fields: dict[str, FieldPolicy] = {
+        # A CRM prospect's legal facts show until the ERP knows them; then the ERP's win.
+        "legal_name": FieldPolicy(mode="fill_if_empty"),
+        "tax_id": FieldPolicy(mode="fill_if_empty"),
+        "country": FieldPolicy(mode="fill_if_empty"),
+        # Credit and terms are the ERP's alone: another system's value is refused outright.
+        "credit_limit": FieldPolicy(mode="reject"),
+        "credit_status": FieldPolicy(mode="reject"),
+        "payment_terms": FieldPolicy(mode="reject"),
+        "erp_status": FieldPolicy(mode="reject"),
+    }
+    plans: list[str] = Field(
+        ["free", "starter", "growth", "scale", "enterprise"], description="Plan names from lowest to highest."
+    )
+    owners: dict[str, list[str]] = Field(
+        default_factory=dict, description="Field -> systems authoritative for it (from connectors' owns:)."
+    )
+
+    def mode(self, field: str) -> Mode:
+        policy = self.fields.get(field)
+        return policy.mode if policy else "advisory"
+
+
+def build_policy(connectors: Iterable[ConnectorConfig], policy_file: Path | None = None) -> Policy:
+    """Defaults, overridden by `policy_file`, with owners taken from the connector files."""
+    data = load_yaml(policy_file).data if policy_file else {}
+    owners: dict[str, list[str]] = {}
+    for config in connectors:
+        for field in config.owns:
+            owners.setdefault(field, [])
+            if config.system not in owners[field]:
+                owners[field].append(config.system)
+    return Policy.model_validate({**(data or {}), "owners": {f: sorted(s) for f, s in owners.items()}})

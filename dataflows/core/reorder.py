@@ -15,8 +15,11 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class _Change(Protocol):
@@ -25,11 +28,11 @@ class _Change(Protocol):
     commit_time: datetime
 
 
-OrderKey = tuple[float, str, tuple[int, ...]]
+OrderKey = tuple[int, str, tuple[int, ...]]  # (commit time in epoch microseconds, source, position)
 
 
 def order_key(change: _Change) -> OrderKey:
-    return (change.commit_time.timestamp(), change.source, change.position)
+    return ((change.commit_time - _EPOCH) // _MICROSECOND, change.source, change.position)
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Reorderer:
     _heap: list[tuple[OrderKey, int, Any, Any]] = field(default_factory=list)
     _per_key: Counter[Any] = field(default_factory=Counter)
     _seq: int = 0
-    _newest: float | None = None
+    _newest: int | None = None
     _last_released: OrderKey | None = None
     _last_arrival: float | None = None
 
@@ -66,14 +69,14 @@ class Reorderer:
         okey = order_key(change)
         if self._last_released is not None and okey < self._last_released:
             self.stats.late += 1
-            self.stats.max_lateness_s = max(self.stats.max_lateness_s, self._last_released[0] - okey[0])
+            self.stats.max_lateness_s = max(self.stats.max_lateness_s, (self._last_released[0] - okey[0]) / 1e6)
             return [(change, True)]
         self._seq += 1
         heapq.heappush(self._heap, (okey, self._seq, key, change))
         self._per_key[key] += 1
         if self._newest is None or okey[0] > self._newest:
             self._newest = okey[0]
-        out = self._release_until(self._newest - self.grace_s)
+        out = self._release_until(self._newest - round(self.grace_s * 1e6))
         while self._heap and (self._per_key[key] > self.max_per_key or len(self._heap) > self.max_total):
             self.stats.overflow += 1
             out.append(self._pop())
@@ -97,7 +100,7 @@ class Reorderer:
             return 0.0
         return now - self._last_arrival
 
-    def _release_until(self, watermark: float) -> list[tuple[Any, bool]]:
+    def _release_until(self, watermark: int) -> list[tuple[Any, bool]]:
         out = []
         while self._heap and self._heap[0][0][0] <= watermark:
             out.append(self._pop())

@@ -40,7 +40,10 @@ class _Strict(BaseModel):
 class CustomerLink(_Strict):
     """How a row finds its customer: a column of its own, or a column of another captured table."""
 
-    column: str = Field(description="Column holding the customer's id in this source.")
+    column: str = Field(description="Column holding the customer's id.")
+    system: str | None = Field(
+        None, description="Business system whose customer id the column holds (default: this source's system)."
+    )
     via: str | None = Field(
         None, description="Captured table (schema.table) whose row, keyed by `column`, holds the customer id."
     )

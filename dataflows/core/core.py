@@ -72,7 +72,7 @@ class ConsistencyCore:
     def submit(self, change: CanonicalChange, now: float) -> CoreOutput:
         """Accept one change at wall-clock `now` (seconds); process whatever the buffer releases."""
         self.stats.changes_in += 1
-        key = (change.system, change.customer_ref or change.entity_key)
+        key = (change.customer_system, change.customer_ref or change.entity_key)
         return self._process_all(self.reorder.push(change, key, now))
 
     def tick(self, now: float) -> CoreOutput:
@@ -101,7 +101,7 @@ class ConsistencyCore:
             self.stats.errors["unlinked_row"] += 1
             out.errors.append((change, "unlinked_row", reason))
             return
-        ref = (change.system, change.customer_ref)
+        ref = (change.customer_system, change.customer_ref)
         values = None
         if change.entity == "customer" and not change.deleted:
             values = {f: change.image[f] for f in self._match_fields if f in change.image}

@@ -144,7 +144,10 @@ class IdentityResolver:
                 merge = self._merge(cid, other, rule)
                 merges.append(merge)
                 cid = merge.survivor
-        for key in keys - self.ref_keys.get(ref, set()):
+        known = self.ref_keys.setdefault(ref, set()) if values is not None else set()
+        # Sorted, not set order: set order follows PYTHONHASHSEED, and merges must not depend on it.
+        for key in sorted(keys - known):
+            known.add(key)  # before any merge below, so the merge repoints it too
             other = self.index.get(key)
             if other is None:
                 self.index[key] = cid
@@ -152,8 +155,6 @@ class IdentityResolver:
                 merge = self._merge(cid, other, key[0])
                 merges.append(merge)
                 cid = merge.survivor
-        if values is not None:
-            self.ref_keys[ref] = self.ref_keys.get(ref, set()) | keys
         return Resolution(cid, created, joined_by, tuple(merges))
 
     def _keys(self, values: Mapping[str, Any]) -> set[IndexKey]:

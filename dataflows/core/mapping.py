@@ -47,7 +47,8 @@ class CanonicalChange:
     table: str
     entity: str
     entity_key: str
-    customer_ref: str | None  # the customer's id in this source's system
+    customer_system: str  # the system whose customer id customer_ref is
+    customer_ref: str | None
     deleted: bool
     fields: dict[str, Any]
     image: dict[str, Any]
@@ -94,6 +95,7 @@ class TableMapper:
         self.entity = mapping.entity
         self.key_columns = mapping.key
         self.link_column = mapping.customer.column if mapping.customer.via is None else None
+        self.customer_system = mapping.customer.system or config.system
         self.fields: dict[str, CompiledExpression] = {
             f: compile_expression(sql, config.dialect) for f, sql in mapping.fields.items()
         }
@@ -161,6 +163,7 @@ class TableMapper:
             table=self.table,
             entity=self.entity,
             entity_key=entity_key,
+            customer_system=self.customer_system,
             customer_ref=None if customer is None else str(customer),
             deleted=record.op == "d",
             fields=fields,

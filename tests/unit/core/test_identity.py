@@ -50,3 +50,14 @@ def test_same_entities_always_end_in_one_golden_customer(order) -> None:
         ids.resolve((system, ref), {"tax_id": tax})
     assert len(ids.clusters) == 1
     assert ids.golden_id(("crm", "1")) == ids.golden_id(("erp", "1")) == ids.golden_id(("crm", "2"))
+
+
+def test_a_key_indexed_before_a_merge_in_the_same_change_follows_the_survivor() -> None:
+    """Found by hypothesis: crm:2 gains a name key and a tax key in one change; the tax key merges it into
+    crm:1's customer. The name key must point at the survivor, not at the merged-away id."""
+    ids = IdentityResolver(POLICY)
+    first = ids.resolve(("crm", "1"), {"tax_id": "DE1"}).golden_id
+    ids.resolve(("crm", "2"), {})
+    ids.resolve(("crm", "2"), {"display_name": "Acme", "country": "FR", "tax_id": "DE 1"})
+    assert set(ids.index.values()) == {first}
+    assert ids.resolve(("crm", "3"), {"display_name": "Acme", "country": "FR"}).golden_id == first

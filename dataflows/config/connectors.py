@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflows.config.secrets import SecretError, is_reference_only, is_secret_key, resolve
 from dataflows.config.yaml_lines import LoadedYaml, YamlError, load_yaml
@@ -40,21 +40,14 @@ class _Strict(BaseModel):
 class CustomerLink(_Strict):
     """How a row finds its customer: a column of its own, or a column of another captured table."""
 
-    column: str = Field(description="Column holding the customer's id.")
+    column: str = Field(description="Column holding the customer's id (with `via`: the key of the `via` row).")
     system: str | None = Field(
         None, description="Business system whose customer id the column holds (default: this source's system)."
     )
     via: str | None = Field(
-        None, description="Captured table (schema.table) whose row, keyed by `column`, holds the customer id."
+        None, description="Captured table (schema.table) of this source whose row, keyed by `column`, names the "
+        "customer through its own customer link."
     )
-    via_column: str | None = Field(None, description="Column of the `via` table holding the customer id.")
-
-    @model_validator(mode="after")
-    def _via_pair(self) -> CustomerLink:
-        if (self.via is None) != (self.via_column is None):
-            msg = "`via` and `via_column` go together"
-            raise ValueError(msg)
-        return self
 
 
 class TableMapping(_Strict):
@@ -182,8 +175,10 @@ def _mapping_problems(path: Path, loaded: LoadedYaml, config: ConnectorConfig) -
                     compile_expression(sql, config.dialect)
                 except ExpressionError as e:
                     problem(loc, str(e))
-        if mapping.customer.via is not None and mapping.customer.via not in config.tables:
-            problem(("tables", table, "customer", "via"), f"{mapping.customer.via!r} is not a captured table of this source")
+        via = mapping.customer.via
+        if via is not None and (via not in config.tables or config.tables[via].customer.via is not None):
+            problem(("tables", table, "customer", "via"),
+                    f"{via!r} must be another mapped table of this source that links to the customer by a column")
     for i, field in enumerate(config.owns):
         if field not in FIELD_ENTITY:
             problem(("owns", i), f"unknown canonical field {field!r}{_field_suggestion(field)}")

@@ -67,6 +67,9 @@ class ConsistencyCore:
         self.records: dict[str, GoldenRecord] = {}
         self.stats = CoreStats()
         self._match_fields = self.identity.match_fields()
+        self._via_tables = set(policy.via_tables)
+        # (source, table, row key) -> (system, customer id), only for tables other rows link through.
+        self.via_index: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     # -- input ----------------------------------------------------------------------------------
     def submit(self, change: CanonicalChange, now: float) -> CoreOutput:
@@ -95,13 +98,20 @@ class ConsistencyCore:
         verdict = self.marks.check(change.source, change.table, change.entity_key, change.position, change.snapshot)
         if verdict is not Verdict.NEW:
             return
-        if change.customer_ref is None:
-            reason = (f"{change.table} row {change.entity_key} names no customer (link column is NULL): "
-                      "it cannot be attributed; fix the row or the table's customer link")  # fmt: skip
+        ref = self._customer_of(change)
+        if ref is None:
+            if change.via is not None:
+                reason = (f"{change.table} row {change.entity_key} links to its customer through {change.via[0]} "
+                          f"row {change.via[1]}, which has not been seen: replay it once that row is captured")  # fmt: skip
+            else:
+                reason = (f"{change.table} row {change.entity_key} names no customer (link column is NULL): "
+                          "it cannot be attributed; fix the row or the table's customer link")  # fmt: skip
             self.stats.errors["unlinked_row"] += 1
             out.errors.append((change, "unlinked_row", reason))
             return
-        ref = (change.customer_system, change.customer_ref)
+        if (change.source, change.table) in self._via_tables and not change.deleted:
+            # Kept after the row's delete: its dependants' own deletes still need their customer.
+            self.via_index[(change.source, change.table, change.entity_key)] = ref
         values = None
         if change.entity == "customer" and not change.deleted:
             values = {f: change.image[f] for f in self._match_fields if f in change.image}
@@ -134,6 +144,13 @@ class ConsistencyCore:
         for event_type, payload in status_events(None if created else old_status, record.status):
             self._event(out, record, event_type, change, payload)
         out.customers.append(record.as_dict())
+
+    def _customer_of(self, change: CanonicalChange) -> tuple[str, str] | None:
+        if change.customer_ref is not None:
+            return (change.customer_system, change.customer_ref)
+        if change.via is not None:
+            return self.via_index.get((change.source, *change.via))
+        return None
 
     def _merge(self, merge: Merge, change: CanonicalChange, out: CoreOutput) -> GoldenRecord:
         survivor = self.records.get(merge.survivor) or GoldenRecord(merge.survivor)

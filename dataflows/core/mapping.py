@@ -49,6 +49,7 @@ class CanonicalChange:
     entity_key: str
     customer_system: str  # the system whose customer id customer_ref is
     customer_ref: str | None
+    via: tuple[str, str] | None  # (table, key) of the row that names the customer, when linked through it
     deleted: bool
     fields: dict[str, Any]
     image: dict[str, Any]
@@ -94,7 +95,8 @@ class TableMapper:
         self.table = table
         self.entity = mapping.entity
         self.key_columns = mapping.key
-        self.link_column = mapping.customer.column if mapping.customer.via is None else None
+        self.link_column = mapping.customer.column
+        self.via_table = mapping.customer.via
         self.customer_system = mapping.customer.system or config.system
         self.fields: dict[str, CompiledExpression] = {
             f: compile_expression(sql, config.dialect) for f, sql in mapping.fields.items()
@@ -154,7 +156,9 @@ class TableMapper:
             fields = {f: v for f, v in image.items() if f not in old or old[f] != v}
         else:
             image = fields = self._evaluate(row, record.before)
-        customer = row.get(self.link_column) if self.link_column else None
+        link = row.get(self.link_column)
+        customer = link if self.via_table is None else None
+        via = (self.via_table, str(link)) if self.via_table is not None and link is not None else None
         entity_key = self._key(row)
         return CanonicalChange(
             change_id=str(uuid.uuid5(NAMESPACE, f"{self.source}/{self.table}/{entity_key}@{record.position_text}/{record.op}")),
@@ -165,6 +169,7 @@ class TableMapper:
             entity_key=entity_key,
             customer_system=self.customer_system,
             customer_ref=None if customer is None else str(customer),
+            via=via,
             deleted=record.op == "d",
             fields=fields,
             image=image,

@@ -80,6 +80,9 @@ class Policy(_Strict):
     owners: dict[str, list[str]] = Field(
         default_factory=dict, description="Field -> systems authoritative for it (from connectors' owns:)."
     )
+    via_tables: list[tuple[str, str]] = Field(
+        default_factory=list, description="(source, table) whose rows other rows find their customer through."
+    )
 
     def mode(self, field: str) -> Mode:
         policy = self.fields.get(field)
@@ -89,10 +92,13 @@ class Policy(_Strict):
 def build_policy(connectors: Iterable[ConnectorConfig], policy_file: Path | None = None) -> Policy:
     """Defaults, overridden by `policy_file`, with owners taken from the connector files."""
     data = load_yaml(policy_file).data if policy_file else {}
+    configs = list(connectors)
     owners: dict[str, list[str]] = {}
-    for config in connectors:
+    for config in configs:
         for field in config.owns:
             owners.setdefault(field, [])
             if config.system not in owners[field]:
                 owners[field].append(config.system)
-    return Policy.model_validate({**(data or {}), "owners": {f: sorted(s) for f, s in owners.items()}})
+    via = sorted({(c.name, m.customer.via) for c in configs for m in c.tables.values() if m.customer.via})
+    return Policy.model_validate({**(data or {}), "owners": {f: sorted(s) for f, s in owners.items()},
+                                  "via_tables": via})  # fmt: skip

@@ -78,6 +78,14 @@ def cmd_capture(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from dataflows.runtime import run_dataflow
+
+    stack = _stack()
+    processes = args.processes or stack.settings.dataflow_processes
+    return run_dataflow(stack, process_id=args.process_id, processes=processes)
+
+
 def cmd_sources_list(_args: argparse.Namespace) -> int:
     settings = Settings()
     for path in connector_files(settings.connectors_dir):
@@ -171,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("capture", help="run one source's capture in the foreground")
     p.add_argument("source")
     p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("run", help="run the dataflow in the foreground (one process of its cluster)")
+    p.add_argument("--process-id", type=int, default=0, help="this process's index in the cluster")
+    p.add_argument("--processes", type=int, default=0, help="cluster size (default TIDEMARK_DATAFLOW_PROCESSES)")
+    p.set_defaults(func=cmd_run)
 
     sources = sub.add_parser("sources", help="connector files under connectors/").add_subparsers(
         dest="sources_command", required=True

@@ -59,6 +59,9 @@ class TableMapping(_Strict):
     fields: dict[str, str] = Field(
         default_factory=dict, description="Canonical field -> SQL expression in the source's dialect."
     )
+    echo_column: str | None = Field(
+        None, description="Column only Tidemark's write-back changes: a change of it is Tidemark's own echo."
+    )
 
 
 class ConnectorConfig(_Strict):

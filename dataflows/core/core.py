@@ -33,7 +33,7 @@ class CoreOutput:
     the dataflow), so the hot path builds no pydantic models."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
-    customers: list[dict[str, Any]] = field(default_factory=list)  # golden records that changed
+    customers: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (record, change meta)
     retired: list[tuple[str, str]] = field(default_factory=list)  # (merged id, surviving id)
     governance: list[dict[str, Any]] = field(default_factory=list)
     errors: list[tuple[CanonicalChange, str, str]] = field(default_factory=list)  # (change, class, reason)
@@ -52,6 +52,7 @@ class CoreOutput:
 class CoreStats:
     changes_in: int = 0
     applied: int = 0
+    echoes: int = 0
     events: Counter[str] = field(default_factory=Counter)
     governance: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (field, system, decision)
     errors: Counter[str] = field(default_factory=Counter)
@@ -98,6 +99,9 @@ class ConsistencyCore:
         verdict = self.marks.check(change.source, change.table, change.entity_key, change.position, change.snapshot)
         if verdict is not Verdict.NEW:
             return
+        if change.echo:
+            self.stats.echoes += 1
+            return
         ref = self._customer_of(change)
         if ref is None:
             if change.via is not None:
@@ -143,7 +147,7 @@ class ConsistencyCore:
             self._event(out, record, event_type, change, payload)
         for event_type, payload in status_events(None if created else old_status, record.status):
             self._event(out, record, event_type, change, payload)
-        out.customers.append(record.as_dict())
+        out.customers.append((record.as_dict(), _meta(change)))
 
     def _customer_of(self, change: CanonicalChange) -> tuple[str, str] | None:
         if change.customer_ref is not None:
@@ -198,9 +202,16 @@ class ConsistencyCore:
                 "reason": p.reason,
                 "correlation_id": change.correlation_id,
                 "causation_id": change.change_id,
+                "source_position": change.position_text,
                 "occurred_at": change.commit_time.isoformat(),
                 "schema_version": 1,
             })  # fmt: skip
+
+
+def _meta(change: CanonicalChange) -> dict[str, Any]:
+    """What a target row or header says about the change that produced it."""
+    return {"correlation_id": change.correlation_id, "causation_id": change.change_id,
+            "source_system": change.system, "source_position": change.position_text}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -58,6 +58,8 @@ class CanonicalChange:
     commit_time: datetime
     correlation_id: str
     snapshot: bool
+    echo: bool = False  # Tidemark's own write-back, captured again: never acted on
+    origin: Any = field(default=None, compare=False)  # where it came from (Kafka coordinates), for the DLQ
 
 
 def correlation_id(source: str, tx_id: str | None, position_text: str) -> str:
@@ -98,6 +100,7 @@ class TableMapper:
         self.link_column = mapping.customer.column
         self.via_table = mapping.customer.via
         self.customer_system = mapping.customer.system or config.system
+        self.echo_column = mapping.echo_column
         self.fields: dict[str, CompiledExpression] = {
             f: compile_expression(sql, config.dialect) for f, sql in mapping.fields.items()
         }
@@ -156,6 +159,8 @@ class TableMapper:
             fields = {f: v for f, v in image.items() if f not in old or old[f] != v}
         else:
             image = fields = self._evaluate(row, record.before)
+        echo = (self.echo_column is not None and record.op == "u" and record.before is not None
+                and record.before.get(self.echo_column) != row.get(self.echo_column))  # fmt: skip
         link = row.get(self.link_column)
         customer = link if self.via_table is None else None
         via = (self.via_table, str(link)) if self.via_table is not None and link is not None else None
@@ -178,6 +183,7 @@ class TableMapper:
             commit_time=record.commit_time,
             correlation_id=correlation_id(self.source, record.tx_id, record.position_text),
             snapshot=record.snapshot,
+            echo=echo,
         )  # fmt: skip
 
 

@@ -18,8 +18,10 @@ from dataflows.config.connectors import ConnectorConfig, load_connectors
 from dataflows.settings import Settings
 from dataflows.stack import secrets_file
 from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker
-from dataflows.stack.mariadb import CAPTURE_USER, MariaDBInstance, crm_schema_sql
-from dataflows.stack.postgres import CAPTURE_ROLE, PostgresCluster, erp_schema_sql
+from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstance, crm_schema_sql
+from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, erp_schema_sql
+
+OPS_DATABASE = "tidemark"
 from dataflows.stack.processes import ProcessTable, is_alive, port_open
 
 
@@ -77,6 +79,18 @@ class LocalStack:
         return pymysql.connect(host=self.settings.bind_host, port=self.settings.crm_port, user="root",
                                password=password, database=dbname, autocommit=True)  # fmt: skip
 
+    def ops_conninfo(self) -> str:
+        """libpq conninfo of the operational database (customer_360), password included: never log it."""
+        password = os.environ.get("TIDEMARK_OPS_PASSWORD") or secrets_file.load_or_create(self.home)["ops.password"]
+        return psycopg.conninfo.make_conninfo(host=self.settings.bind_host, port=self.settings.erp_port,
+                                              dbname=OPS_DATABASE, user=OPS_ROLE, password=password)  # fmt: skip
+
+    def crm_writeback_params(self) -> dict[str, Any]:
+        password = (os.environ.get("TIDEMARK_CRM_WRITEBACK_PASSWORD")
+                    or secrets_file.load_or_create(self.home)["crm.writeback.password"])  # fmt: skip
+        return {"host": self.settings.bind_host, "port": self.settings.crm_port, "user": WRITEBACK_USER,
+                "password": password, "database": "crm"}  # fmt: skip
+
     def capture_metrics_port(self, source: str) -> int:
         names = sorted(self.connectors())
         return self.settings.metrics_port + 1 + names.index(source)
@@ -85,7 +99,7 @@ class LocalStack:
         return self.home / "capture" / source
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def up(self, *, capture: bool = True, echo: Callable[[str], None] = print) -> None:
+    def up(self, *, capture: bool = True, dataflow: bool = True, echo: Callable[[str], None] = print) -> None:
         """Start what is not running; initialise databases on first use. Safe to run twice."""
         self.home.mkdir(parents=True, exist_ok=True)
         passwords = secrets_file.load_or_create(self.home)
@@ -101,6 +115,7 @@ class LocalStack:
             if fresh:
                 pw = {"admin": passwords["erp.admin.password"], "capture": passwords["erp.capture.password"]}
                 self.erp.bootstrap("erp", erp_schema_sql(), pw, capture_schema="erp")
+                self.erp.create_ops_database(OPS_DATABASE, passwords["ops.password"])
             echo(f"erp      started      {self.erp.url('postgres', 'erp')}")
 
         if self.table.running("crm"):
@@ -111,7 +126,8 @@ class LocalStack:
                 self.crm.init()
             self.crm.start(self.table)
             if fresh:
-                pw = {"admin": passwords["crm.admin.password"], "capture": passwords["crm.capture.password"]}
+                pw = {"admin": passwords["crm.admin.password"], "capture": passwords["crm.capture.password"],
+                      "writeback": passwords["crm.writeback.password"]}
                 self.crm.bootstrap("crm", crm_schema_sql(), pw)
             echo(f"crm      started      {self.crm.url('root', 'crm')}")
 
@@ -129,6 +145,25 @@ class LocalStack:
                 continue
             self.start_capture(source)
             echo(f"{name:<12} started (logs: {self.table.log_dir / (name + '.log')})")
+        if dataflow and capture:
+            self.start_dataflow(echo)
+
+    def dataflow_names(self) -> list[str]:
+        return [f"dataflow-{i}" for i in range(self.settings.dataflow_processes)]
+
+    def start_dataflow(self, echo: Callable[[str], None] = print) -> None:
+        """Start the dataflow cluster's processes (all of them, or none: a cluster starts whole)."""
+        names = self.dataflow_names()
+        if all(self.table.running(n) for n in names):
+            echo(f"{'dataflow':<12} already up ({len(names)} process(es))")
+            return
+        for name in names:
+            self.table.stop(name)
+        env = {**os.environ, **self.settings_environment()}
+        for i, name in enumerate(names):
+            argv = [sys.executable, "-m", "dataflows.cli", "run", "--process-id", str(i), "--processes", str(len(names))]
+            self.table.spawn(name, argv, env=env, cwd=self.home)
+        echo(f"{'dataflow':<12} started ({len(names)} process(es); logs: {self.table.log_dir / 'dataflow-0.log'})")
 
     def start_capture(self, source: str) -> None:
         env = {**os.environ, **self.settings_environment()}
@@ -149,16 +184,19 @@ class LocalStack:
             "TIDEMARK_KAFKA_PORT": str(s.kafka_port),
             "TIDEMARK_METRICS_PORT": str(s.metrics_port),
             "TIDEMARK_TOPIC_PARTITIONS": str(s.topic_partitions),
+            "TIDEMARK_DATAFLOW_PROCESSES": str(s.dataflow_processes),
+            "TIDEMARK_CLUSTER_PORT": str(s.cluster_port),
+            "TIDEMARK_SNAPSHOT_INTERVAL_S": str(s.snapshot_interval_s),
         }
 
     def down(self, echo: Callable[[str], None] = print) -> None:
         """Stop exactly the processes this stack started, consumers before the services they use."""
         names = self.table.names()
-        order = [n for n in names if n.startswith("capture-") or n.startswith("dataflow")]
+        order = [n for n in names if n.startswith("dataflow")] + [n for n in names if n.startswith("capture-")]
         order += [n for n in ("kafka", "crm", "erp") if n in names]
         for name in order:
             # PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave).
-            sig = signal.SIGINT if name == "erp" else signal.SIGTERM
+            sig = signal.SIGINT if name == "erp" or name.startswith("dataflow") else signal.SIGTERM
             was_running = self.table.stop(name, sig=sig)
             echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
 
@@ -180,6 +218,10 @@ class LocalStack:
             sources = sorted(self.connectors())
         except ValueError:
             sources = sorted(n.removeprefix("capture-") for n in self.table.names() if n.startswith("capture-"))
+        for name in self.dataflow_names():
+            record = self.table.get(name)
+            up = record is not None and is_alive(record)
+            rows.append(ComponentStatus(name, "dataflow", "up" if up else "down", record.pid if record else None))
         for source in sources:
             record = self.table.get(capture_process_name(source))
             up = record is not None and is_alive(record)

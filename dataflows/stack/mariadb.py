@@ -15,6 +15,7 @@ from dataflows.settings import project_root
 from dataflows.stack.processes import ProcessRecord, ProcessTable, wait_for_port
 
 CAPTURE_USER = "tidemark_capture"
+WRITEBACK_USER = "tidemark_writeback"  # may update only the write-back columns of accounts
 # Debezium's MySQL connector refuses a "10.11.x-MariaDB" version string and the bundled engine has no
 # MariaDB connector; announcing a 5.7-compatible version makes the MySQL connector snapshot and stream
 # correctly (see shared platform notes). Local instance only: production uses Debezium's MariaDB connector.
@@ -143,6 +144,9 @@ class MariaDBInstance:
                     cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO 'root'@'{host}' WITH GRANT OPTION")
                     cur.execute(f"CREATE USER '{CAPTURE_USER}'@'{host}' IDENTIFIED BY %s", (passwords["capture"],))
                     cur.execute(f"GRANT {CAPTURE_GRANTS} ON *.* TO '{CAPTURE_USER}'@'{host}'")
+                    cur.execute(f"CREATE USER '{WRITEBACK_USER}'@'{host}' IDENTIFIED BY %s", (passwords["writeback"],))
+                    cur.execute(f"GRANT SELECT, UPDATE (erp_customer_id, credit_status, lifecycle_status, tidemark_version) "
+                                f"ON `{dbname}`.accounts TO '{WRITEBACK_USER}'@'{host}'")
         finally:
             conn.close()
 

@@ -16,6 +16,7 @@ from dataflows.settings import project_root
 from dataflows.stack.processes import ProcessRecord, ProcessTable, wait_for_port
 
 CAPTURE_ROLE = "tidemark_capture"
+OPS_ROLE = "tidemark_ops"  # owns the operational database holding customer_360
 
 
 def pg_bin(name: str) -> str:
@@ -126,6 +127,12 @@ class PostgresCluster:
             role = sql.Identifier(CAPTURE_ROLE)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, role))
             conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, role))
+
+    def create_ops_database(self, dbname: str, password: str) -> None:
+        """The operational database the dataflow writes customer_360 into, owned by its own role."""
+        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(OPS_ROLE), sql.Literal(password)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(OPS_ROLE)))
 
 
 def erp_schema_sql() -> Path:

@@ -10,7 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
-KEYS = ("erp.admin.password", "erp.capture.password", "crm.admin.password", "crm.capture.password")
+KEYS = ("erp.admin.password", "erp.capture.password", "crm.admin.password", "crm.capture.password",
+        "ops.password", "crm.writeback.password")
 
 
 def secrets_path(home: Path) -> Path:

@@ -12,6 +12,7 @@ CREATE TABLE accounts (
     erp_customer_id   BIGINT,
     lifecycle_status  VARCHAR(32),
     credit_status     VARCHAR(32),
+    tidemark_version  BIGINT,       -- set only by Tidemark's write-back: marks its own writes (echo suppression)
     updated_at        TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 

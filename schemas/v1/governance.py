@@ -30,5 +30,6 @@ class GovernanceRecordV1(BaseModel):
     reason: str
     correlation_id: str
     causation_id: str
+    source_position: str
     occurred_at: AwareDatetime
     schema_version: Literal[1] = 1

@@ -20,7 +20,7 @@ COLUMNS = {
     "subscriptions": ["customer_id", "plan", "seats", "status", "period_start", "period_end"],
     "invoices": ["customer_id", "amount", "currency", "due_date", "status"],
     "accounts": ["name", "domain", "industry", "owner", "stage", "tax_id", "country", "erp_customer_id",
-                 "lifecycle_status", "credit_status"],
+                 "lifecycle_status", "credit_status", "tidemark_version"],
     "contacts": ["account_id", "first_name", "last_name", "email", "phone", "title"],
     "opportunities": ["account_id", "name", "stage", "amount", "close_date"],
 }

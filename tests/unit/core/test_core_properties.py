@@ -71,7 +71,7 @@ def run(core: ConsistencyCore, arrivals: list[tuple[float, CanonicalChange]]) ->
     for out in outs:
         events += out.events
         governance += out.governance
-        customers.update({c["customer_id"]: c for c in out.customers})
+        customers.update({c["customer_id"]: c for c, _ in out.customers})
         for merged, _ in out.retired:
             customers.pop(merged, None)
     return {"events": events, "governance": governance, "customers": customers,

@@ -39,7 +39,7 @@ def test_full_lifecycle(run) -> None:
                                        "tax_id": "DE 999", "country": "FR", "owner": "dana"})  # fmt: skip
     assert types(out) == ["CustomerCreated"]
     customer_id = out.events[0]["customer_id"]
-    assert out.customers[-1]["lifecycle_status"] == "prospect"
+    assert out.customers[-1][0]["lifecycle_status"] == "prospect"
     assert {(g["field"], g["decision"]) for g in out.governance} >= {("country", "filled"), ("tax_id", "filled")}
 
     assert types(step("crm", "opportunities", 70, {"account_id": 7, "name": "Deal", "stage": "open",
@@ -51,7 +51,7 @@ def test_full_lifecycle(run) -> None:
                                         "payment_terms": "NET30", "credit_limit": "5000.00",
                                         "credit_status": "ok", "status": "active"})  # fmt: skip
     assert types(out) == []  # linked by tax id to the prospect: no second golden customer
-    record = out.customers[-1]
+    record = out.customers[-1][0]
     assert record["customer_id"] == customer_id and record["source_ids"] == {"crm": ["7"], "erp": ["42"]}
     assert "tax_id" in record["match_rules"] and record["country"] == "DE"  # the owner's value replaces the fill
 
@@ -76,7 +76,7 @@ def test_full_lifecycle(run) -> None:
     out = step("erp", "customers", 42, {"status": "closed"})
     assert types(out) == ["LifecycleStatusChanged", "AccountClosed"]
 
-    final = CustomerV1.model_validate(out.customers[-1])
+    final = CustomerV1.model_validate(out.customers[-1][0])
     assert final.lifecycle_status == "closed" and final.legal_name == "Acme GmbH" and final.display_name == "Acme"
     assert final.customer_id == customer_id and final.version > 10
     assert set(final.subscriptions) == {"erp:9"} and final.subscriptions["erp:9"].plan == "scale"
@@ -94,7 +94,7 @@ def test_credit_from_the_crm_is_rejected_and_reported_once(run) -> None:
     out = step("crm", "accounts", 3, {"name": "Beta", "tax_id": "X1", "country": "AT", "erp_customer_id": 1})
     decisions = {(g["field"], g["decision"]) for g in out.governance}
     assert ("country", "conflict") in decisions  # ERP has a value: CRM's is recorded, not applied
-    assert out.customers[-1]["country"] == "DE"
+    assert out.customers[-1][0]["country"] == "DE"
     again = step("crm", "accounts", 3, {"owner": "sam"})
     assert [g["field"] for g in again.governance if g["decision"] == "conflict"] == []  # reported once
 

@@ -1,0 +1,47 @@
+"""Write-back of ERP-owned facts into the CRM's accounts, so sales sees what finance knows.
+
+Each write bumps the account's `tidemark_version`: its capture is recognised as Tidemark's own echo
+(connectors/crm.yaml `echo_column`) and acted on by nobody, while a user's edit of the same row is not
+an echo and flows as usual. Writes are guarded: an older version or unchanged facts write nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pymysql
+
+from dataflows.targets.sql import guarded_update
+
+FACTS = ["erp_customer_id", "credit_status", "lifecycle_status"]
+UPDATE = guarded_update("accounts", FACTS, "id", "tidemark_version", "mysql")
+
+
+def writebacks(record: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One guarded update per CRM account of a golden record (parameters for UPDATE)."""
+    ids = record.get("source_ids", {})
+    crm_ids, erp_ids = ids.get("crm", []), ids.get("erp", [])
+    if not crm_ids:
+        return []
+    facts = (int(erp_ids[0]) if erp_ids else None, record.get("credit_status"), record.get("lifecycle_status"))
+    version = record["version"]
+    return [(*facts, version, int(account), version, *facts) for account in crm_ids]
+
+
+class CrmWriter:
+    def __init__(self, host: str, port: int, user: str, password: str, database: str) -> None:
+        self.conn = pymysql.connect(host=host, port=port, user=user, password=password, database=database,
+                                    autocommit=False, connect_timeout=10)  # fmt: skip
+
+    def write(self, updates: Iterable[tuple[Any, ...]]) -> int:
+        updates = list(updates)
+        if not updates:
+            return 0
+        with self.conn.cursor() as cur:
+            changed = sum(cur.execute(UPDATE, params) for params in updates)
+        self.conn.commit()
+        return changed
+
+    def close(self) -> None:
+        self.conn.close()

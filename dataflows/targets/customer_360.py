@@ -1,0 +1,58 @@
+"""The golden `customer_360` table in the operational PostgreSQL database: one row per golden customer,
+written with a version-guarded upsert (a replayed or older record never overwrites a newer one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import psycopg
+
+from dataflows.settings import project_root
+from dataflows.targets.sql import versioned_upsert
+
+TABLE = "customer_360"
+PROFILE = ["legal_name", "display_name", "tax_id", "country", "domain", "industry", "payment_terms",
+           "credit_limit", "credit_status", "erp_status", "crm_stage", "sales_owner"]  # fmt: skip
+COLUMNS = ["customer_id", *PROFILE, "lifecycle_status", "erp_customer_ids", "crm_account_ids", "merged_into",
+           "version", "updated_at", "correlation_id", "causation_id", "event_type", "schema_version",
+           "source_position", "record"]  # fmt: skip
+RETIRED_VERSION = 2**62  # a merged-away customer's row is final: no replayed upsert may revive it
+UPSERT = versioned_upsert(TABLE, COLUMNS, "customer_id", "version", "postgres")
+
+
+def customer_row(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, ...]:
+    ids = record.get("source_ids", {})
+    return (
+        record["customer_id"], *(record.get(f) for f in PROFILE), record.get("lifecycle_status"),
+        ids.get("erp", []), ids.get("crm", []), None, record["version"], record["updated_at"],
+        meta["correlation_id"], meta["causation_id"], "GoldenRecordUpdated", 1, meta["source_position"],
+        orjson.dumps(record).decode(),
+    )  # fmt: skip
+
+
+def retired_row(merged: str, survivor: str, meta: dict[str, Any]) -> tuple[Any, ...]:
+    record = {"customer_id": merged, "merged_into": survivor}
+    return (merged, *(None for _ in PROFILE), "merged", [], [], survivor, RETIRED_VERSION, None,
+            meta["correlation_id"], meta["causation_id"], "CustomerMerged", 1, meta["source_position"],
+            orjson.dumps(record).decode())  # fmt: skip
+
+
+class Customer360Writer:
+    """Writes batches of rows in one transaction."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conn = psycopg.connect(conninfo, autocommit=False, connect_timeout=10)
+        with self.conn.transaction():
+            self.conn.execute((project_root() / "infra" / "ops" / "customer_360.sql").read_text())
+
+    def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(UPSERT, rows)
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,28 @@
+-- The golden customer table in the operational PostgreSQL database. Created by the dataflow on start.
+CREATE TABLE IF NOT EXISTS customer_360 (
+    customer_id          text PRIMARY KEY,
+    legal_name           text,
+    display_name         text,
+    tax_id               text,
+    country              text,
+    domain               text,
+    industry             text,
+    payment_terms        text,
+    credit_limit         numeric(18, 2),
+    credit_status        text,
+    erp_status           text,
+    crm_stage            text,
+    sales_owner          text,
+    lifecycle_status     text,
+    erp_customer_ids     text[],
+    crm_account_ids      text[],
+    merged_into          text,
+    version              bigint NOT NULL,
+    updated_at           timestamptz,
+    correlation_id       text,
+    causation_id         text,
+    event_type           text,
+    schema_version       integer NOT NULL,
+    source_position      text,
+    record               jsonb NOT NULL
+);

@@ -164,6 +164,51 @@ def cmd_schemas_check(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _dlq_filter(args: argparse.Namespace):  # noqa: ANN202
+    from dataflows.dlq import DlqFilter, parse_since
+
+    return DlqFilter(since=parse_since(args.since), reason=args.reason, source=args.source)
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from dataflows.dlq import read
+
+    records = read(Settings().kafka_bootstrap, _dlq_filter(args))
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    for r in records:
+        print(f"{r['dead_letter_id']}  {r['failed_at'][:19]}  {r['stage']:<6} {r['error_class']:<22} "
+              f"{r.get('source') or '-':<8} {r['topic']}[{r['partition']}]@{r['offset']}  {r['reason'][:80]}")  # fmt: skip
+    print(f"{len(records)} dead letter(s)")
+    return 0
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    from dataflows.dlq import DlqFilter, read
+
+    matches = [r for r in read(Settings().kafka_bootstrap, DlqFilter()) if r["dead_letter_id"].startswith(args.id)]
+    if len(matches) != 1:
+        print(f"error: {len(matches)} dead letters match {args.id!r}", file=sys.stderr)
+        return 2
+    print(json.dumps(matches[0], indent=2))
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from dataflows.dlq import read, replay
+
+    records = read(Settings().kafka_bootstrap, _dlq_filter(args))
+    if args.ids:
+        records = [r for r in records if any(r["dead_letter_id"].startswith(i) for i in args.ids)]
+    if args.dry_run:
+        print(f"would replay {len(records)} dead letter(s)")
+        return 0
+    sent = replay(Settings().kafka_bootstrap, records)
+    print(f"replayed {sent} dead letter(s) into their capture topics")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidemark", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -207,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schemas.add_parser("export", help="write schemas/json/*.schema.json").set_defaults(func=cmd_schemas_export)
     schemas.add_parser("check", help="fail if the committed schemas drifted").set_defaults(func=cmd_schemas_check)
+
+    dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    for name, func, text in (("list", cmd_dlq_list, "dead letters, oldest first"),
+                             ("replay", cmd_dlq_replay, "re-inject originals through the same path")):  # fmt: skip
+        p = dlq.add_parser(name, help=text)
+        p.add_argument("--since", help="e.g. 30m, 2h, 1d, or an ISO-8601 time")
+        p.add_argument("--reason", help="error class (e.g. mapped_column_missing) or text in the reason")
+        p.add_argument("--source", help="source name (connector file)")
+        if name == "list":
+            p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("ids", nargs="*", help="dead letter ids (prefixes) to replay; default: all matching")
+            p.add_argument("--dry-run", action="store_true")
+        p.set_defaults(func=func)
+    p = dlq.add_parser("show", help="one dead letter, whole")
+    p.add_argument("id", help="dead letter id (or a unique prefix)")
+    p.set_defaults(func=cmd_dlq_show)
 
     from dataflows.demo import add_demo_parser
 

@@ -77,7 +77,8 @@ class ConsistencyCore:
         """Accept one change at wall-clock `now` (seconds); process whatever the buffer releases."""
         self.stats.changes_in += 1
         key = (change.customer_system, change.customer_ref or change.entity_key)
-        return self._process_all(self.reorder.push(change, key, now))
+        stream = change.origin[:2] if change.origin else change.source  # (topic, partition) when from Kafka
+        return self._process_all(self.reorder.push(change, key, now, stream))
 
     def tick(self, now: float) -> CoreOutput:
         """Call periodically: flushes the buffer when the input has been idle."""

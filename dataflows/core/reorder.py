@@ -1,8 +1,9 @@
 """Release changes in commit-time order (ties: source, then source position) behind an event-time watermark.
 
-The watermark is the newest commit time seen minus a grace period. It advances with the data, not with
-the wall clock, so a backlog replayed hours later is still ordered (Bytewax's EventClock would mark it
-late). When nothing arrives for `idle_timeout` of wall-clock time, everything buffered is released, so a
+The watermark is the newest commit time seen minus a grace period, taken per input stream (a Kafka
+partition): the slowest stream that delivered within the idle timeout holds it back, so a partition read
+ahead of the others during a backlog cannot make theirs late. It advances with the data, not with the
+wall clock, so a backlog replayed hours later is still ordered (Bytewax's EventClock would mark it late). When nothing arrives for `idle_timeout` of wall-clock time, everything buffered is released, so a
 quiet source still flushes. A change behind the watermark (arriving after something newer was released)
 is released at once and counted as late: downstream merges it by version, it is never dropped.
 
@@ -56,6 +57,7 @@ class Reorderer:
     _newest: int | None = None
     _last_released: OrderKey | None = None
     _last_arrival: float | None = None
+    _streams: dict[Any, list[float]] = field(default_factory=dict)  # stream -> [newest commit us, last seen]
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -63,10 +65,14 @@ class Reorderer:
     def depth(self, key: Any) -> int:
         return self._per_key[key]
 
-    def push(self, change: _Change, key: Any, now: float) -> list[tuple[Any, bool]]:
-        """Add a change for customer `key` at wall-clock `now`; return (change, late) pairs to process."""
+    def push(self, change: _Change, key: Any, now: float, stream: Any = None) -> list[tuple[Any, bool]]:
+        """Add a change for customer `key` from input `stream` at wall-clock `now`; return the
+        (change, late) pairs to process now."""
         self._last_arrival = now
         okey = order_key(change)
+        if stream is not None:
+            mark = self._streams.setdefault(stream, [okey[0], now])
+            mark[0], mark[1] = max(mark[0], okey[0]), now
         if self._last_released is not None and okey < self._last_released:
             self.stats.late += 1
             self.stats.max_lateness_s = max(self.stats.max_lateness_s, (self._last_released[0] - okey[0]) / 1e6)
@@ -76,11 +82,16 @@ class Reorderer:
         self._per_key[key] += 1
         if self._newest is None or okey[0] > self._newest:
             self._newest = okey[0]
-        out = self._release_until(self._newest - round(self.grace_s * 1e6))
+        out = self._release_until(self._watermark(now))
         while self._heap and (self._per_key[key] > self.max_per_key or len(self._heap) > self.max_total):
             self.stats.overflow += 1
             out.append(self._pop())
         return out
+
+    def _watermark(self, now: float) -> int:
+        assert self._newest is not None
+        active = [newest for newest, seen in self._streams.values() if now - seen < self.idle_timeout_s]
+        return (min(active) if active else self._newest) - round(self.grace_s * 1e6)
 
     def tick(self, now: float) -> list[tuple[Any, bool]]:
         """Release everything when the input has been quiet for the idle timeout."""
@@ -122,6 +133,7 @@ class Reorderer:
             "seq": self._seq,
             "newest": self._newest,
             "last_released": self._last_released,
+            "streams": dict(self._streams),
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -131,3 +143,4 @@ class Reorderer:
         self._seq = state["seq"]
         self._newest = state["newest"]
         self._last_released = state["last_released"]
+        self._streams = {k: list(v) for k, v in state["streams"].items()}

@@ -88,3 +88,24 @@ def test_state_survives_snapshot_and_restore() -> None:
     s = buffer()
     s.restore_state(r.snapshot_state())
     assert [x.position for x, _ in s.flush()] == [(100,), (300,), (500,)]
+
+
+def test_a_stream_read_ahead_cannot_make_another_late() -> None:
+    """Backlog: partition A is read far ahead of partition B; B's changes must still come out in order."""
+    r = buffer()
+    out = r.push(c(0, "crm", 0), "k", now=0.0, stream="B")  # every stream delivers in the first poll round
+    for ms in range(0, 10_000, 1000):
+        out += r.push(c(ms, "erp", ms), "k", now=0.0, stream="A")
+    out += r.push(c(500, "crm", 500), "k", now=0.1, stream="B")  # B is behind: it held the watermark
+    assert r.stats.late == 0
+    out += r.push(c(20_000, "erp", 20_000), "k", now=0.2, stream="B") + r.flush()
+    assert [order_key(x) for x, _ in out] == sorted(order_key(x) for x, _ in out) and r.stats.late == 0
+
+
+def test_a_quiet_stream_stops_holding_the_watermark() -> None:
+    r = buffer()
+    r.push(c(100), "k", now=0.0, stream="quiet")
+    r.push(c(200), "k", now=0.0, stream="busy")
+    assert r.push(c(5000), "k", now=1.0, stream="busy") == []  # quiet stream (newest 100) still counts
+    out = r.push(c(6000), "k", now=3.0, stream="busy")  # quiet for longer than the idle timeout
+    assert [x.position for x, _ in out] == [(100,), (200,), (5000,)]

@@ -133,6 +133,9 @@ class PostgresCluster:
         with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(OPS_ROLE), sql.Literal(password)))
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(OPS_ROLE)))
+        with psycopg.connect(self.admin_conninfo(dbname), autocommit=True) as conn:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(OPS_ROLE)))  # so the role owns the table
+            conn.execute((project_root() / "infra" / "ops" / "customer_360.sql").read_text())
 
 
 def erp_schema_sql() -> Path:

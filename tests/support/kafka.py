@@ -21,6 +21,16 @@ class Message:
     headers: list[tuple[str, bytes]]
 
 
+def _key(raw: bytes | None) -> Any:
+    """Capture topics have JSON keys; Tidemark's outputs are keyed by the plain golden customer id."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode()
+
+
 class TopicReader:
     """Reads a set of topics from the beginning, accumulating everything seen so far."""
 
@@ -54,7 +64,7 @@ class TopicReader:
             for r in records:
                 batch.append(Message(
                     r.topic, r.partition, r.offset,
-                    orjson.loads(r.key) if r.key else None,
+                    _key(r.key),
                     orjson.loads(r.value) if r.value is not None else None,
                     list(r.headers or []),
                 ))  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer
 
+from dataflows.outputs import CUSTOMERS_TOPIC, DLQ_TOPIC, GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
 from dataflows.settings import Settings
 from dataflows.stack.local import LocalStack
 
@@ -48,7 +49,7 @@ def scenario(tag: str) -> list[Step]:
     ]  # fmt: skip
 
 
-def _tail(bootstrap: str, stop: threading.Event, echo: Callable[[str], None]) -> None:
+def _tail(bootstrap: str, stop: threading.Event, done: threading.Event, echo: Callable[[str], None]) -> None:
     since_ms = int(time.time() * 1000)
     # Topics appear as the demo creates them: read new ones from the start, skip older records by time.
     consumer = KafkaConsumer(
@@ -59,28 +60,47 @@ def _tail(bootstrap: str, stop: threading.Event, echo: Callable[[str], None]) ->
     while not stop.is_set():
         for message in consumer:
             if message.timestamp >= since_ms:
-                echo(describe(message.topic, message.value))
+                line = describe(message.topic, message.value)
+                if line:
+                    echo(line)
+                if b"CreditHoldReleased" in (message.value or b"") and message.topic == LIFECYCLE_TOPIC:
+                    done.set()
             if stop.is_set():
                 break
     consumer.close()
 
 
-def describe(topic: str, value: bytes | None) -> str:
-    """A one-line summary of a captured change or a Tidemark output record."""
+def describe(topic: str, value: bytes | None) -> str | None:
+    """A one-line summary of a captured change or a Tidemark output; None for what is not worth a line."""
     if value is None:
-        return f"  <- {topic:<26} tombstone"
+        return None
     data = orjson.loads(value)
+    if topic == LIFECYCLE_TOPIC:
+        return f"     EVENT {data['event_type']:<24} customer {data['customer_id'][:8]}  {orjson.dumps(data['payload']).decode()}"
+    if topic == CUSTOMERS_TOPIC:
+        return (f"     GOLDEN customer {data['customer_id'][:8]} v{data['version']:<3} status={data['lifecycle_status']:<11} "
+                f"credit={data.get('credit_status')}  linked={data['source_ids']}")  # fmt: skip
+    if topic == GOVERNANCE_TOPIC:
+        if data["decision"] == "applied":
+            return None  # owners writing their own fields: the normal case
+        return f"     GOVERNANCE {data['decision']:<9} {data['field']}={data['proposed_value']!r} from {data['source_system']}: {data['reason']}"
+    if topic == DLQ_TOPIC:
+        return f"     DLQ {data['error_class']}: {data['reason']}"
     if isinstance(data, dict) and "op" in data:
         row = data.get("after") or data.get("before") or {}
-        shown = {k: v for k, v in row.items() if k not in ("created_at", "updated_at", "notes")}
-        return f"  <- {topic:<26} op={data['op']} {orjson.dumps(shown).decode()[:110]}"
-    return f"  <- {topic:<26} {orjson.dumps(data).decode()[:120]}"
+        before = data.get("before") or {}
+        if data["op"] == "u" and row.get("tidemark_version") != before.get("tidemark_version"):
+            facts = {k: row.get(k) for k in ("erp_customer_id", "credit_status", "lifecycle_status")}
+            return f"  captured {topic:<24} op=u  (Tidemark's write-back into the CRM: {facts}; echo, ignored)"
+        shown = {k: v for k, v in row.items() if k not in ("created_at", "updated_at", "notes", "tidemark_version") and v is not None}
+        return f"  captured {topic:<24} op={data['op']}  {orjson.dumps(shown).decode()[:100]}"
+    return None
 
 
 def run_demo(settings: Settings, pause_s: float, echo: Callable[[str], None] = print) -> int:
     stack = LocalStack(settings)
-    stop = threading.Event()
-    tail = threading.Thread(target=_tail, args=(settings.kafka_bootstrap, stop, echo), daemon=True)
+    stop, done = threading.Event(), threading.Event()
+    tail = threading.Thread(target=_tail, args=(settings.kafka_bootstrap, stop, done, echo), daemon=True)
     tail.start()
     time.sleep(2.0)  # let the consumer join before the first change
     tag = time.strftime("%H%M%S")
@@ -95,13 +115,19 @@ def run_demo(settings: Settings, pause_s: float, echo: Callable[[str], None] = p
                 with crm.cursor() as cur:
                     cur.execute(statement, params)
             time.sleep(pause_s)
-        time.sleep(3.0)
+        if not done.wait(timeout=60):
+            echo("(the dataflow has not caught up within 60 s: see `tidemark status` and .tidemark/logs/dataflow-0.log)")
+        time.sleep(2.0)
     finally:
         stop.set()
         tail.join(timeout=5)
         erp.close()
         crm.close()
-    echo("demo done: the stack keeps running (`tidemark status`, `tidemark down`)")
+    echo("demo done: the stack keeps running. Look around:")
+    echo("  tidemark status                      components and their state")
+    echo("  tidemark dlq list                    dead letters (none, unless you send bad records)")
+    echo("  psql/mariadb (see README)            customer_360 in database `tidemark`, the CRM's accounts")
+    echo("  tidemark down                        stop everything")
     return 0
 
 

@@ -16,7 +16,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows.core.policy import build_policy
-from dataflows.flows.consistency import FlowConfig, build_flow
+from dataflows.flows.consistency import FlowConfig, build_flow, capture_topics
 from dataflows.io.sinks import ensure_topics
 from dataflows.outputs import OUTPUT_TOPICS
 from dataflows.stack.local import LocalStack
@@ -58,7 +58,9 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> 
     recovery = stack.home / "recovery"
     _init_recovery(recovery)
     config = flow_config(stack)
-    ensure_topics(s.kafka_bootstrap, list(OUTPUT_TOPICS), s.topic_partitions)
+    # Capture topics too: a partition that exists from the start is read from the start, so its first
+    # change is not delayed (and made late) by waiting for the topic to appear.
+    ensure_topics(s.kafka_bootstrap, {**capture_topics(config), **dict.fromkeys(OUTPUT_TOPICS, s.topic_partitions)})
     flow = build_flow(config)
     addresses = cluster_addresses(stack, processes) if processes > 1 else None
     log.info("dataflow process %d/%d starting; recovery in %s, snapshot every %ss",

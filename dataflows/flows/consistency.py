@@ -108,10 +108,14 @@ def _target(name: str) -> Any:
     return lambda item: item[1] if item[0] == name else None
 
 
+def capture_topics(config: FlowConfig) -> dict[str, int]:
+    """Every capture topic the connector files declare, with its partition count."""
+    return {c.topic_for(t): c.partitions or config.partitions for c in config.connectors.values() for t in c.tables}
+
+
 def build_flow(config: FlowConfig) -> Dataflow:
     """The dataflow, wired from config; no I/O happens until Bytewax runs it."""
-    topics = {c.topic_for(t): c.partitions or config.partitions
-              for c in config.connectors.values() for t in c.tables}  # fmt: skip
+    topics = capture_topics(config)
     flow = Dataflow("tidemark")
     raw = op.input("capture", flow, CaptureSource(config.bootstrap, topics, config.group))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))

@@ -73,7 +73,7 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
     def _schedule_retry(self) -> None:
         self._retry_at = time.monotonic() + self._backoff
         self._idle_until = datetime.now(timezone.utc) + timedelta(seconds=self._backoff)
-        self._backoff = min(self._backoff * 2, 10.0)
+        self._backoff = min(self._backoff * 2, 2.0)
 
     def next_batch(self) -> list[RawRecord]:
         if self.consumer is None and not self._connect():

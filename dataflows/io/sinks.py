@@ -24,12 +24,13 @@ def partition_for(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create missing topics (name -> partitions); the customers topic is compacted by key."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tidemark-admin")
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions, 1, topic_configs={"cleanup.policy": "compact"} if t in COMPACTED_TOPICS else {})
-               for t in topics if t not in existing]  # fmt: skip
+        new = [NewTopic(t, n, 1, topic_configs={"cleanup.policy": "compact"} if t in COMPACTED_TOPICS else {})
+               for t, n in topics.items() if t not in existing]  # fmt: skip
         if new:
             try:
                 admin.create_topics(new)

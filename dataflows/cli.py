@@ -43,12 +43,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             where = next(iter(r.endpoint.values()), "")
-            extra = ""
-            if r.kind == "capture" and r.detail:
-                extra = f"  delivered={r.detail.get('records_delivered', 0)} state={r.detail.get('state')}"
-                if r.detail.get("last_error"):
-                    extra += f"  last_error={r.detail['last_error']}"
-            print(f"{r.name:<14} {r.state:<5} pid={r.pid or '-':<8} {where}{extra}")
+            print(f"{r.name:<14} {r.state:<5} pid={r.pid or '-':<8} {where}")
+            d = r.detail
+            if r.kind == "capture" and d:
+                lag = d.get("source_lag_seconds")
+                print(f"{'':<14} source lag {'-' if lag is None else f'{lag:.1f}s'}, "
+                      f"{d.get('changes_captured', d.get('records_delivered', 0))} changes captured, state {d.get('state')}"
+                      + (f", slot retains {d['retained_wal_bytes']} WAL bytes" if d.get("retained_wal_bytes") else ""))  # fmt: skip
+            elif r.kind == "dataflow" and d.get("consumer_lag_messages") is not None:
+                print(f"{'':<14} consumer lag {d['consumer_lag_messages']} messages, reorder buffer {d['reorder_buffer_depth']}, "
+                      f"{d['golden_customers']} golden customers, {d['lifecycle_events']} events, "
+                      f"{d['dead_letters']} dead letters")  # fmt: skip
+            if d.get("last_error"):
+                print(f"{'':<14} last error: {d['last_error']}")
     return 0 if all(r.state == "up" for r in rows) else 3
 
 
@@ -75,6 +82,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         log_dir=stack.table.log_dir,
         bootstrap=stack.settings.kafka_bootstrap,
         partitions=config.partitions or stack.settings.topic_partitions,
+        metrics_port=stack.capture_metrics_port(config.name),
+        metrics_host=stack.settings.metrics_host,
     )
 
 

@@ -30,6 +30,7 @@ class KafkaOut:
     key: str
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    commit_ts: float | None = None  # source commit time of the causing change: end-to-end latency
 
 
 def _headers(meta: dict[str, Any], event_type: str) -> tuple[tuple[str, bytes], ...]:
@@ -48,11 +49,11 @@ def route(out: CoreOutput) -> list[tuple[str, Any]]:
     for e in out.events:
         meta = {"correlation_id": e["correlation_id"], "causation_id": e["causation_id"],
                 "source_position": e["source_position"]}  # fmt: skip
-        items.append(("kafka", KafkaOut(LIFECYCLE_TOPIC, e["customer_id"], orjson.dumps(e),
-                                        _headers(meta, e["event_type"]))))  # fmt: skip
+        items.append(("kafka", KafkaOut(LIFECYCLE_TOPIC, e["customer_id"], orjson.dumps(e), _headers(meta, e["event_type"]),
+                                        datetime.fromisoformat(e["occurred_at"]).timestamp())))  # fmt: skip
     for record, meta in out.customers:
         items.append(("kafka", KafkaOut(CUSTOMERS_TOPIC, record["customer_id"], orjson.dumps(record),
-                                        _headers(meta, "GoldenRecordUpdated"))))  # fmt: skip
+                                        _headers(meta, "GoldenRecordUpdated"), meta["commit_ts"])))  # fmt: skip
         items.append(("customer_360", customer_360.customer_row(record, meta)))
         items += [("crm", update) for update in crm_writeback.writebacks(record)]
     for merged, survivor in out.retired:

@@ -15,6 +15,7 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from dataflows import metrics
 from dataflows.core.policy import build_policy
 from dataflows.flows.consistency import FlowConfig, build_flow, capture_topics
 from dataflows.io.sinks import ensure_topics
@@ -62,6 +63,7 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> 
     # change is not delayed (and made late) by waiting for the topic to appear.
     ensure_topics(s.kafka_bootstrap, {**capture_topics(config), **dict.fromkeys(OUTPUT_TOPICS, s.topic_partitions)})
     flow = build_flow(config)
+    metrics.serve(stack.dataflow_metrics_port(process_id), s.metrics_host)
     addresses = cluster_addresses(stack, processes) if processes > 1 else None
     log.info("dataflow process %d/%d starting; recovery in %s, snapshot every %ss",
              process_id, processes, recovery, s.snapshot_interval_s)  # fmt: skip

@@ -24,14 +24,19 @@ class Settings(BaseSettings):
         description="Directory of connector YAML files, one per CDC source.",
     )
     bind_host: str = Field("127.0.0.1", description="Address every local listener binds to.")
+    erp_host: str | None = Field(None, description="ERP database host to connect to (default: bind_host).")
+    crm_host: str | None = Field(None, description="CRM database host to connect to (default: bind_host).")
+    kafka_bootstrap_servers: str | None = Field(None, description="Kafka bootstrap servers (default: local broker).")
+    prometheus_port: int = Field(19090, description="Port of the local Prometheus server `up` starts.")
     erp_port: int = Field(15432, description="Port of the local ERP PostgreSQL cluster.")
     crm_port: int = Field(13306, description="Port of the local CRM MariaDB instance.")
     kafka_port: int = Field(19092, description="Port of the local Kafka-protocol broker.")
     metrics_port: int = Field(
         19100,
-        description="First metrics port: the dataflow uses it, capture processes the following ones "
-        "in the order of their connector files.",
+        description="First metrics port: dataflow process i serves on metrics_port+i, capture processes on "
+        "metrics_port+10+j in the order of their connector files.",
     )
+    metrics_host: str = Field("127.0.0.1", description="Address the /metrics endpoints bind to.")
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics Tidemark creates.")
     dataflow_processes: int = Field(1, ge=1, description="Processes of the dataflow cluster `up` starts.")
     cluster_port: int = Field(19200, description="First port of the dataflow cluster's loopback addresses.")
@@ -41,7 +46,15 @@ class Settings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.bind_host}:{self.kafka_port}"
+        return self.kafka_bootstrap_servers or f"{self.bind_host}:{self.kafka_port}"
+
+    @property
+    def erp_connect_host(self) -> str:
+        return self.erp_host or self.bind_host
+
+    @property
+    def crm_connect_host(self) -> str:
+        return self.crm_host or self.bind_host
 
     @property
     def home_dir(self) -> Path:

@@ -11,13 +11,17 @@ import fcntl
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
+from dataflows import metrics
 from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord, connect_with_retry
+from dataflows.capture.slot_monitor import SlotMonitor
 from dataflows.capture.status import CaptureStatus
 
 log = logging.getLogger(__name__)
@@ -80,12 +84,48 @@ class _Engine(DebeziumEngine):
         )
 
 
+class CaptureMetrics:
+    """What one source's capture has delivered: per-table counts, newest commit time, newest position."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.newest_commit = 0.0
+        metrics.CAPTURE_SOURCE_LAG.labels(source).set_function(
+            lambda: time.time() - self.newest_commit if self.newest_commit else float("nan")
+        )
+
+    def delivered(self, records: list[OutRecord]) -> None:
+        for r in records:
+            if r.value is None:
+                continue
+            data = orjson.loads(r.value)
+            if r.topic.startswith("__debezium-heartbeat"):
+                # A heartbeat means the engine has read everything up to its time: lag stays honest when idle.
+                ts = data.get("ts_ms") if isinstance(data, dict) else None
+                if isinstance(ts, int):
+                    self.newest_commit = max(self.newest_commit, ts / 1000)
+                continue
+            src = data.get("source") or {}
+            table = f"{src.get('schema') or src.get('db')}.{src.get('table')}"
+            metrics.CAPTURE_CHANGES.labels(self.source, table, data.get("op", "?")).inc()
+            if isinstance(src.get("ts_ms"), int):
+                self.newest_commit = max(self.newest_commit, src["ts_ms"] / 1000)
+            if src.get("lsn") is not None:
+                metrics.CAPTURE_POSITION.labels(self.source, "lsn").set(int(src["lsn"]))
+            elif src.get("file"):
+                metrics.CAPTURE_POSITION.labels(self.source, "binlog_file").set(int(str(src["file"]).rpartition(".")[2]))
+                metrics.CAPTURE_POSITION.labels(self.source, "binlog_pos").set(int(src.get("pos") or 0))
+        if self.newest_commit:
+            metrics.CAPTURE_NEWEST_COMMIT.labels(self.source).set(self.newest_commit)
+
+
 class KafkaForwardingHandler(BasePythonChangeHandler):
     """Forwards each batch to Kafka; returns only once Kafka acknowledged all of it."""
 
-    def __init__(self, writer: KafkaBatchWriter, status: CaptureStatus) -> None:
+    def __init__(self, writer: KafkaBatchWriter, status: CaptureStatus, observed: CaptureMetrics) -> None:
         self.writer = writer
         self.status = status
+        self.observed = observed
 
     def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 - Java callback name
         out = []
@@ -97,8 +137,10 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
                 str(key).encode() if key is not None else None,
                 str(value).encode() if value is not None else None,
             ))  # fmt: skip
-        self.writer.write(out)
+        with metrics.CAPTURE_BATCH_SECONDS.labels(self.observed.source).time():
+            self.writer.write(out)
         self.status.batch_delivered(out)
+        self.observed.delivered(out)
 
 
 def log4j_config(path: Path, log_file: Path) -> Path:
@@ -116,8 +158,9 @@ def log4j_config(path: Path, log_file: Path) -> Path:
 
 
 def run_capture(
-    source: str, properties: dict[str, str], *, state_dir: Path, log_dir: Path, bootstrap: str, partitions: int
-) -> int:
+    source: str, properties: dict[str, str], *, state_dir: Path, log_dir: Path, bootstrap: str, partitions: int,
+    metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+) -> int:  # fmt: skip
     """Run until stopped by a signal (exit 0) or until the connector fails (exit 1, reason logged)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -129,12 +172,16 @@ def run_capture(
         return 2
     status = CaptureStatus(source, state_dir / "status.json")
     status.set_state("starting")
+    if metrics_port is not None:
+        metrics.serve(metrics_port, metrics_host)
+    observed = CaptureMetrics(source)
+    monitor = SlotMonitor.for_properties(source, properties)
     log4j = log4j_config(state_dir / "log4j2.properties", log_dir / f"capture-{source}.jvm.log")
     writer = connect_with_retry(KafkaBatchWriter, bootstrap, partitions, client_id=f"tidemark-capture-{source}")
     completion = Completion()
     engine = _Engine(
         properties,
-        KafkaForwardingHandler(writer, status),
+        KafkaForwardingHandler(writer, status, observed),
         # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
         jvm_opts=["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"],
         completion=completion,
@@ -157,6 +204,9 @@ def run_capture(
     thread = threading.Thread(target=_run, name=f"debezium-{source}", daemon=True)
     thread.start()
     status.set_state("running")
+    metrics.CAPTURE_ENGINE_UP.labels(source).set(1)
+    if monitor is not None:
+        monitor.start()
     log.info("capture %s running; JVM log: %s", source, log_dir / f"capture-{source}.jvm.log")
     while thread.is_alive() and not stop_requested.wait(0.2):
         pass
@@ -164,6 +214,9 @@ def run_capture(
         engine.close()
         thread.join(timeout=30)
     writer.close()
+    metrics.CAPTURE_ENGINE_UP.labels(source).set(0)
+    if monitor is not None:
+        monitor.stop()
 
     if failure:
         reason = f"{type(failure[0]).__name__}: {failure[0]}"

@@ -84,8 +84,8 @@ class ConsistencyCore:
         """Call periodically: flushes the buffer when the input has been idle."""
         return self._process_all(self.reorder.tick(now))
 
-    def flush(self) -> CoreOutput:
-        return self._process_all(self.reorder.flush())
+    def flush(self, now: float | None = None) -> CoreOutput:
+        return self._process_all(self.reorder.flush(now))
 
     def _process_all(self, released: list[tuple[CanonicalChange, bool]]) -> CoreOutput:
         out = CoreOutput()
@@ -212,7 +212,8 @@ class ConsistencyCore:
 def _meta(change: CanonicalChange) -> dict[str, Any]:
     """What a target row or header says about the change that produced it."""
     return {"correlation_id": change.correlation_id, "causation_id": change.change_id,
-            "source_system": change.system, "source_position": change.position_text}  # fmt: skip
+            "source_system": change.system, "source_position": change.position_text,
+            "commit_ts": change.commit_time.timestamp()}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ released early, still in order, and counted as overflow.
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -42,6 +42,8 @@ class ReorderStats:
     late: int = 0
     overflow: int = 0
     max_lateness_s: float = 0.0
+    # Wall-clock seconds released changes waited; bounded, drained by whoever exports metrics.
+    waits: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Reorderer:
     max_per_key: int
     max_total: int
     stats: ReorderStats = field(default_factory=ReorderStats)
-    _heap: list[tuple[OrderKey, int, Any, Any]] = field(default_factory=list)
+    _heap: list[tuple[OrderKey, int, Any, Any, float]] = field(default_factory=list)
     _per_key: Counter[Any] = field(default_factory=Counter)
     _seq: int = 0
     _newest: int | None = None
@@ -78,14 +80,14 @@ class Reorderer:
             self.stats.max_lateness_s = max(self.stats.max_lateness_s, (self._last_released[0] - okey[0]) / 1e6)
             return [(change, True)]
         self._seq += 1
-        heapq.heappush(self._heap, (okey, self._seq, key, change))
+        heapq.heappush(self._heap, (okey, self._seq, key, change, now))
         self._per_key[key] += 1
         if self._newest is None or okey[0] > self._newest:
             self._newest = okey[0]
-        out = self._release_until(self._watermark(now))
+        out = self._release_until(self._watermark(now), now)
         while self._heap and (self._per_key[key] > self.max_per_key or len(self._heap) > self.max_total):
             self.stats.overflow += 1
-            out.append(self._pop())
+            out.append(self._pop(now))
         return out
 
     def _watermark(self, now: float) -> int:
@@ -96,13 +98,13 @@ class Reorderer:
     def tick(self, now: float) -> list[tuple[Any, bool]]:
         """Release everything when the input has been quiet for the idle timeout."""
         if self._heap and self._last_arrival is not None and now - self._last_arrival >= self.idle_timeout_s:
-            return self.flush()
+            return self.flush(now)
         return []
 
-    def flush(self) -> list[tuple[Any, bool]]:
+    def flush(self, now: float | None = None) -> list[tuple[Any, bool]]:
         out = []
         while self._heap:
-            out.append(self._pop())
+            out.append(self._pop(now))
         return out
 
     def oldest_wait(self, now: float) -> float:
@@ -111,14 +113,16 @@ class Reorderer:
             return 0.0
         return now - self._last_arrival
 
-    def _release_until(self, watermark: int) -> list[tuple[Any, bool]]:
+    def _release_until(self, watermark: int, now: float) -> list[tuple[Any, bool]]:
         out = []
         while self._heap and self._heap[0][0][0] <= watermark:
-            out.append(self._pop())
+            out.append(self._pop(now))
         return out
 
-    def _pop(self) -> tuple[Any, bool]:
-        okey, _, key, change = heapq.heappop(self._heap)
+    def _pop(self, now: float | None) -> tuple[Any, bool]:
+        okey, _, key, change, arrived = heapq.heappop(self._heap)
+        if now is not None:
+            self.stats.waits.append(max(now - arrived, 0.0))
         self._per_key[key] -= 1
         if not self._per_key[key]:
             del self._per_key[key]
@@ -129,7 +133,7 @@ class Reorderer:
     def snapshot_state(self) -> dict[str, Any]:
         """Plain state for recovery snapshots."""
         return {
-            "heap": [(k, s, key, c) for k, s, key, c in self._heap],
+            "heap": list(self._heap),
             "seq": self._seq,
             "newest": self._newest,
             "last_released": self._last_released,
@@ -139,7 +143,7 @@ class Reorderer:
     def restore_state(self, state: dict[str, Any]) -> None:
         self._heap = list(state["heap"])
         heapq.heapify(self._heap)
-        self._per_key = Counter(key for _, _, key, _ in self._heap)
+        self._per_key = Counter(entry[2] for entry in self._heap)
         self._seq = state["seq"]
         self._newest = state["newest"]
         self._last_released = state["last_released"]

@@ -20,6 +20,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows import metrics
 from dataflows.config.connectors import ConnectorConfig
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.decode import DecodeError, decode
@@ -53,6 +54,15 @@ class Decoder:
         self.max_record_bytes = max_record_bytes
 
     def __call__(self, raw: RawRecord) -> CanonicalChange | KafkaOut | None:
+        result = self._decode(raw)
+        outcome = "change" if isinstance(result, CanonicalChange) else "tombstone" if result is None else "dead_letter"
+        metrics.RECORDS.labels("decode", outcome).inc()
+        if isinstance(result, KafkaOut):
+            headers = dict(result.headers)
+            metrics.DLQ_RECORDS.labels(headers["stage"].decode(), headers["error-class"].decode()).inc()
+        return result
+
+    def _decode(self, raw: RawRecord) -> CanonicalChange | KafkaOut | None:
         origin = (raw.topic, raw.partition, raw.offset, raw.key, raw.value)
         config = self.by_prefix.get(raw.topic.split(".", 1)[0])
         source = config.name if config else None
@@ -74,12 +84,53 @@ class Decoder:
             return dead_letter_out("map", e.error_class, e.reason, source, origin)
 
 
+class CoreMetrics:
+    """Publishes the core's cumulative statistics as Prometheus counters (by difference, per batch)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Any, float] = {}
+
+    def _inc(self, counter: Any, key: Any, total: float) -> None:
+        delta = total - self.seen.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+        self.seen[key] = total
+
+    def publish(self, core: ConsistencyCore) -> None:
+        s, m, r, i = core.stats, core.marks.stats, core.reorder.stats, core.identity.stats
+        self._inc(metrics.RECORDS.labels("core", "in"), "in", s.changes_in)
+        self._inc(metrics.RECORDS.labels("core", "applied"), "applied", s.applied)
+        self._inc(metrics.DUPLICATES.labels("duplicate"), "dup", m.duplicates)
+        self._inc(metrics.DUPLICATES.labels("stale"), "stale", m.stale - m.stale_snapshots)
+        self._inc(metrics.DUPLICATES.labels("stale_snapshot"), "stale_snap", m.stale_snapshots)
+        self._inc(metrics.DUPLICATES.labels("echo"), "echo", s.echoes)
+        self._inc(metrics.REORDER_LATE, "late", r.late)
+        self._inc(metrics.REORDER_OVERFLOW, "overflow", r.overflow)
+        for rule, n in i.matches.items():
+            self._inc(metrics.IDENTITY_MATCHES.labels(rule), ("rule", rule), n)
+        for event_type, n in s.events.items():
+            self._inc(metrics.LIFECYCLE_EVENTS.labels(event_type), ("event", event_type), n)
+        for (field, system, decision), n in s.governance.items():
+            self._inc(metrics.GOVERNANCE.labels(field, system, decision), ("gov", field, system, decision), n)
+        for error_class, n in s.errors.items():
+            self._inc(metrics.DLQ_RECORDS.labels("apply", error_class), ("err", error_class), n)
+        while r.waits:
+            metrics.REORDER_WAIT.observe(r.waits.popleft())
+        metrics.REORDER_DEPTH.set(len(core.reorder))
+        metrics.GOLDEN_CUSTOMERS.set(len(core.records))
+
+
 class CoreLogic(StatefulBatchLogic[CanonicalChange, tuple[str, Any], bytes]):
     """The consistency core as one Bytewax stateful step; its snapshot is the pickled core."""
 
     def __init__(self, policy: Policy, resume: bytes | None) -> None:
         self.core: ConsistencyCore = pickle.loads(resume) if resume else ConsistencyCore(policy)  # noqa: S301 - our own snapshot
         self.idle_s = policy.reorder.idle_timeout_ms / 1000
+        self.metrics = CoreMetrics()
+
+    def _emit(self, out: CoreOutput) -> tuple[list[tuple[str, Any]], bool]:
+        self.metrics.publish(self.core)
+        return route(out), StatefulBatchLogic.RETAIN
 
     def on_batch(self, values: list[CanonicalChange]) -> tuple[list[tuple[str, Any]], bool]:
         now = time.time()
@@ -87,13 +138,13 @@ class CoreLogic(StatefulBatchLogic[CanonicalChange, tuple[str, Any], bytes]):
         for change in values:
             out.extend(self.core.submit(change, now))
         out.extend(self.core.tick(now))
-        return route(out), StatefulBatchLogic.RETAIN
+        return self._emit(out)
 
     def on_notify(self) -> tuple[list[tuple[str, Any]], bool]:
-        return route(self.core.tick(time.time())), StatefulBatchLogic.RETAIN
+        return self._emit(self.core.tick(time.time()))
 
     def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
-        return route(self.core.flush()), StatefulBatchLogic.RETAIN
+        return self._emit(self.core.flush(time.time()))
 
     def notify_at(self) -> datetime | None:
         if not len(self.core.reorder):
@@ -127,7 +178,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)
     op.output("kafka", kafka_out, KafkaOutputSink(config.bootstrap, config.partitions))
     op.output("customer_360", op.filter_map("to_c360", routed, _target("customer_360")),
-              WriterSink(lambda: Customer360Writer(config.ops_conninfo)))  # fmt: skip
+              WriterSink("customer_360", lambda: Customer360Writer(config.ops_conninfo)))  # fmt: skip
     op.output("crm_writeback", op.filter_map("to_crm", routed, _target("crm")),
-              WriterSink(lambda: CrmWriter(**config.crm)))  # fmt: skip
+              WriterSink("crm_writeback", lambda: CrmWriter(**config.crm)))  # fmt: skip
     return flow

@@ -18,6 +18,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from dataflows import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -90,6 +92,10 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
         records = polled.get(self.tp, [])
         if records:
             self.next_offset = records[-1].offset + 1
+        end = self.consumer.highwater(self.tp)
+        if end is not None:
+            lag = end - (self.next_offset if self.next_offset is not None else 0)
+            metrics.CONSUMER_LAG.labels(self.tp.topic, str(self.tp.partition)).set(max(lag, 0))
             self._idle_until = None
         else:
             self._idle_until = datetime.now(timezone.utc) + timedelta(milliseconds=50)

@@ -14,6 +14,9 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
+import time
+
+from dataflows import metrics
 from dataflows.outputs import COMPACTED_TOPICS, KafkaOut
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,14 @@ class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
         self.producer.flush(timeout=120)
         failed = [f for f in futures if not f.succeeded()]
         if failed:
+            metrics.SINK_ERRORS.labels("kafka").inc(len(failed))
             msg = f"{len(failed)} of {len(items)} output records not acknowledged: {failed[0].exception}"
             raise RuntimeError(msg)  # crash and replay from the last snapshot rather than lose them
+        metrics.SINK_WRITES.labels("kafka").inc(len(items))
+        now = time.time()
+        for r in items:
+            if r.commit_ts is not None:
+                metrics.E2E_LATENCY.labels(r.topic).observe(now - r.commit_ts)
 
     def close(self) -> None:
         self.producer.close(timeout=10)
@@ -77,11 +86,16 @@ class Writer(Protocol):
 
 
 class _WriterPartition(StatelessSinkPartition[Any]):
-    def __init__(self, writer: Writer) -> None:
-        self.writer = writer
+    def __init__(self, writer: Writer, target: str) -> None:
+        self.writer, self.target = writer, target
 
     def write_batch(self, items: list[Any]) -> None:
-        self.writer.write(items)
+        try:
+            self.writer.write(items)
+        except Exception:
+            metrics.SINK_ERRORS.labels(self.target).inc(len(items))
+            raise
+        metrics.SINK_WRITES.labels(self.target).inc(len(items))
 
     def close(self) -> None:
         self.writer.close()
@@ -90,8 +104,8 @@ class _WriterPartition(StatelessSinkPartition[Any]):
 class WriterSink(DynamicSink[Any]):
     """A SQL target: `factory` opens one writer per worker."""
 
-    def __init__(self, factory: Callable[[], Writer]) -> None:
-        self.factory = factory
+    def __init__(self, target: str, factory: Callable[[], Writer]) -> None:
+        self.target, self.factory = target, factory
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
-        return _WriterPartition(self.factory())
+        return _WriterPartition(self.factory(), self.target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import psycopg
 import pymysql
 
 from dataflows.config.connectors import ConnectorConfig, load_connectors
-from dataflows.settings import Settings
+from dataflows.settings import Settings, project_root
 from dataflows.stack import secrets_file
 from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker
 from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstance, crm_schema_sql
@@ -23,6 +24,7 @@ from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, er
 
 OPS_DATABASE = "tidemark"
 from dataflows.stack.processes import ProcessTable, is_alive, port_open
+from dataflows.stack.scrape import capture_detail, dataflow_detail, last_error_line
 
 
 @dataclass
@@ -58,9 +60,9 @@ class LocalStack:
     def runtime_defaults(self) -> dict[str, str]:
         """Values connector references fall back to when the environment does not set them."""
         values = {
-            "TIDEMARK_ERP_HOST": self.settings.bind_host,
+            "TIDEMARK_ERP_HOST": self.settings.erp_connect_host,
             "TIDEMARK_ERP_PORT": str(self.settings.erp_port),
-            "TIDEMARK_CRM_HOST": self.settings.bind_host,
+            "TIDEMARK_CRM_HOST": self.settings.crm_connect_host,
             "TIDEMARK_CRM_PORT": str(self.settings.crm_port),
         }
         if secrets_file.secrets_path(self.home).exists():
@@ -70,30 +72,33 @@ class LocalStack:
     def erp_admin(self, dbname: str = "erp") -> psycopg.Connection:
         """An autocommit admin connection to the local ERP over loopback TCP."""
         password = secrets_file.load_or_create(self.home)["erp.admin.password"]
-        return psycopg.connect(host=self.settings.bind_host, port=self.settings.erp_port, user="postgres",
+        return psycopg.connect(host=self.settings.erp_connect_host, port=self.settings.erp_port, user="postgres",
                                password=password, dbname=dbname, autocommit=True)  # fmt: skip
 
     def crm_admin(self, dbname: str = "crm") -> pymysql.Connection:
         """An autocommit admin connection to the local CRM over loopback TCP."""
         password = secrets_file.load_or_create(self.home)["crm.admin.password"]
-        return pymysql.connect(host=self.settings.bind_host, port=self.settings.crm_port, user="root",
+        return pymysql.connect(host=self.settings.crm_connect_host, port=self.settings.crm_port, user="root",
                                password=password, database=dbname, autocommit=True)  # fmt: skip
 
     def ops_conninfo(self) -> str:
         """libpq conninfo of the operational database (customer_360), password included: never log it."""
         password = os.environ.get("TIDEMARK_OPS_PASSWORD") or secrets_file.load_or_create(self.home)["ops.password"]
-        return psycopg.conninfo.make_conninfo(host=self.settings.bind_host, port=self.settings.erp_port,
+        return psycopg.conninfo.make_conninfo(host=self.settings.erp_connect_host, port=self.settings.erp_port,
                                               dbname=OPS_DATABASE, user=OPS_ROLE, password=password)  # fmt: skip
 
     def crm_writeback_params(self) -> dict[str, Any]:
         password = (os.environ.get("TIDEMARK_CRM_WRITEBACK_PASSWORD")
                     or secrets_file.load_or_create(self.home)["crm.writeback.password"])  # fmt: skip
-        return {"host": self.settings.bind_host, "port": self.settings.crm_port, "user": WRITEBACK_USER,
+        return {"host": self.settings.crm_connect_host, "port": self.settings.crm_port, "user": WRITEBACK_USER,
                 "password": password, "database": "crm"}  # fmt: skip
 
     def capture_metrics_port(self, source: str) -> int:
         names = sorted(self.connectors())
-        return self.settings.metrics_port + 1 + names.index(source)
+        return self.settings.metrics_port + 10 + names.index(source)
+
+    def dataflow_metrics_port(self, process_id: int) -> int:
+        return self.settings.metrics_port + process_id
 
     def capture_state_dir(self, source: str) -> Path:
         return self.home / "capture" / source
@@ -147,6 +152,47 @@ class LocalStack:
             echo(f"{name:<12} started (logs: {self.table.log_dir / (name + '.log')})")
         if dataflow and capture:
             self.start_dataflow(echo)
+        if capture:
+            self.write_prometheus_targets()
+            self.start_prometheus(echo)
+
+    def prometheus_dir(self) -> Path:
+        return self.home / "prometheus"
+
+    def write_prometheus_targets(self) -> Path:
+        """File-discovered scrape targets of this stack (Prometheus re-reads the file when it changes)."""
+        directory = self.prometheus_dir()
+        (directory / "rules").mkdir(parents=True, exist_ok=True)
+        host = self.settings.metrics_host
+        groups = [{"targets": [f"{host}:{self.dataflow_metrics_port(i)}"],
+                   "labels": {"job": "tidemark-dataflow", "component": f"dataflow-{i}"}}
+                  for i in range(self.settings.dataflow_processes)]  # fmt: skip
+        groups += [{"targets": [f"{host}:{self.capture_metrics_port(source)}"],
+                    "labels": {"job": "tidemark-capture", "component": capture_process_name(source), "source": source}}
+                   for source in sorted(self.connectors())]  # fmt: skip
+        target_file = directory / "targets.json"
+        target_file.write_text(json.dumps(groups, indent=2))
+        return target_file
+
+    def start_prometheus(self, echo: Callable[[str], None] = print) -> None:
+        """A real Prometheus scraping this stack, with Tidemark's alert rules (skipped if not installed)."""
+        binary = shutil.which("prometheus")
+        if binary is None:
+            echo("prometheus   not installed (Debian package 'prometheus'): skipped")
+            return
+        if self.table.running("prometheus"):
+            echo("prometheus   already up")
+            return
+        directory = self.prometheus_dir()
+        infra = project_root() / "infra" / "prometheus"
+        shutil.copy(infra / "prometheus.local.yml", directory / "prometheus.yml")
+        for rules in (infra / "rules").glob("*.rules.yml"):
+            shutil.copy(rules, directory / "rules" / rules.name)
+        address = f"{self.settings.bind_host}:{self.settings.prometheus_port}"
+        argv = [binary, f"--config.file={directory / 'prometheus.yml'}", f"--web.listen-address={address}",
+                f"--storage.tsdb.path={directory / 'data'}", "--storage.tsdb.retention.time=2d"]  # fmt: skip
+        self.table.spawn("prometheus", argv, endpoint={"url": f"http://{address}"})
+        echo(f"prometheus   started      http://{address}")
 
     def dataflow_names(self) -> list[str]:
         return [f"dataflow-{i}" for i in range(self.settings.dataflow_processes)]
@@ -162,14 +208,16 @@ class LocalStack:
         env = {**os.environ, **self.settings_environment()}
         for i, name in enumerate(names):
             argv = [sys.executable, "-m", "dataflows.cli", "run", "--process-id", str(i), "--processes", str(len(names))]
-            self.table.spawn(name, argv, env=env, cwd=self.home)
+            port = self.dataflow_metrics_port(i)
+            self.table.spawn(name, argv, env=env, cwd=self.home,
+                             endpoint={"metrics": f"http://{self.settings.metrics_host}:{port}/metrics"})
         echo(f"{'dataflow':<12} started ({len(names)} process(es); logs: {self.table.log_dir / 'dataflow-0.log'})")
 
     def start_capture(self, source: str) -> None:
         env = {**os.environ, **self.settings_environment()}
         argv = [sys.executable, "-m", "dataflows.cli", "capture", source]
         port = self.capture_metrics_port(source)
-        endpoint = {"metrics": f"http://{self.settings.bind_host}:{port}/metrics"}
+        endpoint = {"metrics": f"http://{self.settings.metrics_host}:{port}/metrics"}
         self.table.spawn(capture_process_name(source), argv, env=env, endpoint=endpoint, cwd=self.home)
 
     def settings_environment(self) -> dict[str, str]:
@@ -183,6 +231,8 @@ class LocalStack:
             "TIDEMARK_CRM_PORT": str(s.crm_port),
             "TIDEMARK_KAFKA_PORT": str(s.kafka_port),
             "TIDEMARK_METRICS_PORT": str(s.metrics_port),
+            "TIDEMARK_METRICS_HOST": s.metrics_host,
+            "TIDEMARK_PROMETHEUS_PORT": str(s.prometheus_port),
             "TIDEMARK_TOPIC_PARTITIONS": str(s.topic_partitions),
             "TIDEMARK_DATAFLOW_PROCESSES": str(s.dataflow_processes),
             "TIDEMARK_CLUSTER_PORT": str(s.cluster_port),
@@ -193,7 +243,7 @@ class LocalStack:
         """Stop exactly the processes this stack started, consumers before the services they use."""
         names = self.table.names()
         order = [n for n in names if n.startswith("dataflow")] + [n for n in names if n.startswith("capture-")]
-        order += [n for n in ("kafka", "crm", "erp") if n in names]
+        order += [n for n in ("prometheus", "kafka", "crm", "erp") if n in names]
         for name in order:
             # PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave).
             sig = signal.SIGINT if name == "erp" or name.startswith("dataflow") else signal.SIGTERM
@@ -221,14 +271,26 @@ class LocalStack:
         for name in self.dataflow_names():
             record = self.table.get(name)
             up = record is not None and is_alive(record)
-            rows.append(ComponentStatus(name, "dataflow", "up" if up else "down", record.pid if record else None))
+            detail = dataflow_detail(record.endpoint.get("metrics")) if up and record else {}
+            error = last_error_line(self.table.log_dir / f"{name}.log")
+            if error:
+                detail["last_error"] = error
+            rows.append(ComponentStatus(name, "dataflow", "up" if up else "down", record.pid if record else None,
+                                        record.endpoint if record else {}, detail))  # fmt: skip
         for source in sources:
             record = self.table.get(capture_process_name(source))
             up = record is not None and is_alive(record)
             endpoint = record.endpoint if record else {}
             detail = read_capture_status(self.capture_state_dir(source))
+            if up and record:
+                detail.update(capture_detail(record.endpoint.get("metrics")))
             rows.append(ComponentStatus(capture_process_name(source), "capture", "up" if up else "down",
                                         record.pid if record else None, endpoint, detail))  # fmt: skip
+        prometheus = self.table.get("prometheus")
+        if prometheus is not None:
+            up = is_alive(prometheus) and port_open(s.bind_host, s.prometheus_port)
+            rows.append(ComponentStatus("prometheus", "prometheus", "up" if up else "down", prometheus.pid,
+                                        prometheus.endpoint))  # fmt: skip
         return rows
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,31 +19,7 @@ import pytest
 from dataflows.outputs import DLQ_TOPIC, GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
 from tests.support.kafka import TopicReader
-from tests.support.stack import make_settings, new_home, wait_capture_running
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            msg = f"timed out after {timeout:.0f}s waiting for {what}; last: {result!r}"
-            raise TimeoutError(msg)
-        time.sleep(0.3)
-
-
-@pytest.fixture(scope="module")
-def pipeline() -> Iterator[LocalStack]:
-    home = new_home("tidemark-flow-")
-    stack = LocalStack(make_settings(home, snapshot_interval_s=1.0))
-    stack.up(echo=lambda _l: None)
-    for source in ("erp", "crm"):
-        wait_capture_running(stack, source)
-    yield stack
-    stack.down(echo=lambda _l: None)
-    shutil.rmtree(home, ignore_errors=True)
+from tests.support.waiting import wait_until
 
 
 def erp(stack: LocalStack, sql: str, params: tuple = ()) -> Any:

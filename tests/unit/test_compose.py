@@ -69,6 +69,13 @@ def test_databases_load_the_same_schema_files_as_the_local_stack() -> None:
     assert "--binlog-row-image=FULL" in SERVICES["crm-db"]["command"]
 
 
-def test_prometheus_config_is_mounted() -> None:
-    mounts = [v.split(":")[0] for v in SERVICES["prometheus"]["volumes"]]
-    assert all(Path(ROOT / m).is_file() for m in mounts if m.startswith("./"))
+def test_observability_is_wired() -> None:
+    dataflow = SERVICES["dataflow"]
+    assert dataflow["command"] == ["tidemark", "run"]
+    prometheus = yaml.safe_load((ROOT / "infra/prometheus/prometheus.compose.yml").read_text())
+    targets = [t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert f"dataflow:{dataflow['environment']['TIDEMARK_METRICS_PORT']}" in targets
+    assert "./infra/prometheus/rules:/etc/prometheus/rules:ro" in SERVICES["prometheus"]["volumes"]
+    assert "./infra/grafana/dashboards:/var/lib/grafana/dashboards:ro" in SERVICES["grafana"]["volumes"]
+    assert all(Path(ROOT / v.split(":")[0]).exists() for s in SERVICES.values() for v in s.get("volumes", [])
+               if v.startswith("./"))  # fmt: skip

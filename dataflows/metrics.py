@@ -1,0 +1,53 @@
+"""Every Prometheus metric Tidemark exposes, in one place: `tidemark_<subsystem>_<name>_<unit>`.
+
+Labels are bounded: source, table, op, topic, partition, stage, outcome, reason, rule, field, system,
+decision, target, event_type. Never a key or a customer id. Each long-lived process serves them on its
+own port (127.0.0.1 by default) with `serve()`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+# -- capture processes -------------------------------------------------------------------------------
+CAPTURE_CHANGES = Counter("tidemark_capture_changes_total", "Row changes captured and delivered to Kafka.",
+                          ["source", "table", "op"])  # fmt: skip
+CAPTURE_ENGINE_UP = Gauge("tidemark_capture_engine_up", "1 while the Debezium engine is running.", ["source"])
+CAPTURE_NEWEST_COMMIT = Gauge("tidemark_capture_newest_commit_timestamp_seconds",
+                              "Commit time of the newest change delivered (or of the newest heartbeat).", ["source"])  # fmt: skip
+CAPTURE_SOURCE_LAG = Gauge("tidemark_capture_source_lag_seconds",
+                           "Now minus the commit time of the newest change seen; heartbeats keep it honest when idle.",
+                           ["source"])  # fmt: skip
+CAPTURE_POSITION = Gauge("tidemark_capture_last_position", "Newest source position delivered "
+                         "(PostgreSQL: LSN; MySQL family: binlog file index and position).", ["source", "part"])  # fmt: skip
+CAPTURE_BATCH_SECONDS = Histogram("tidemark_capture_batch_delivery_seconds",
+                                  "Time to deliver one Debezium batch to Kafka (until acknowledged).", ["source"])  # fmt: skip
+SLOT_RETAINED_WAL = Gauge("tidemark_postgres_slot_retained_wal_bytes",
+                          "WAL a PostgreSQL replication slot keeps from being recycled.", ["source", "slot"])  # fmt: skip
+
+# -- dataflow processes ------------------------------------------------------------------------------
+CONSUMER_LAG = Gauge("tidemark_consumer_lag_messages", "End offset minus consumed position.", ["topic", "partition"])
+RECORDS = Counter("tidemark_dataflow_records_total", "Records through each stage, by outcome.", ["stage", "outcome"])
+DLQ_RECORDS = Counter("tidemark_dlq_records_total", "Dead letters written, by stage and error class.", ["stage", "reason"])
+E2E_LATENCY = Histogram("tidemark_e2e_latency_seconds", "Source commit to output acknowledged by its target.",
+                        ["target"], buckets=LATENCY_BUCKETS)  # fmt: skip
+REORDER_DEPTH = Gauge("tidemark_reorder_buffer_depth", "Changes waiting in the reorder buffer.")
+REORDER_WAIT = Histogram("tidemark_reorder_wait_seconds", "Wall-clock time a change waited in the reorder buffer.",
+                         buckets=LATENCY_BUCKETS)  # fmt: skip
+REORDER_LATE = Counter("tidemark_reorder_late_total", "Changes that arrived behind the watermark (merged by version).")
+REORDER_OVERFLOW = Counter("tidemark_reorder_overflow_total", "Changes released early because a buffer bound was hit.")
+DUPLICATES = Counter("tidemark_dedupe_suppressed_total", "Changes with no second effect.", ["reason"])
+IDENTITY_MATCHES = Counter("tidemark_identity_matches_total", "Source customers linked, by identity rule.", ["rule"])
+GOVERNANCE = Counter("tidemark_governance_decisions_total", "Ownership decisions.", ["field", "system", "decision"])
+LIFECYCLE_EVENTS = Counter("tidemark_lifecycle_events_total", "Lifecycle events emitted.", ["event_type"])
+SINK_WRITES = Counter("tidemark_sink_writes_total", "Records written to a target.", ["target"])
+SINK_ERRORS = Counter("tidemark_sink_errors_total", "Failed writes to a target (the flow restarts and replays).",
+                      ["target"])  # fmt: skip
+GOLDEN_CUSTOMERS = Gauge("tidemark_golden_customers", "Golden customers held by the consistency core.")
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics of this process (a daemon thread)."""
+    start_http_server(port, addr=host)

@@ -7,7 +7,11 @@ own port (127.0.0.1 by default) with `serve()`.
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -48,6 +52,12 @@ SINK_ERRORS = Counter("tidemark_sink_errors_total", "Failed writes to a target (
 GOLDEN_CUSTOMERS = Gauge("tidemark_golden_customers", "Golden customers held by the consistency core.")
 
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics of this process (a daemon thread)."""
-    start_http_server(port, addr=host)
+def serve(port: int, host: str = "127.0.0.1") -> bool:
+    """Serve /metrics of this process (a daemon thread). A taken port is logged, not fatal: the process's
+    work matters more than its metrics, and Prometheus reports the target down."""
+    try:
+        start_http_server(port, addr=host)
+    except OSError as e:
+        log.error("metrics endpoint %s:%d unavailable (%s): this process runs without /metrics", host, port, e.strerror)
+        return False
+    return True

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 import pytest
 
 from dataflows.stack.local import LocalStack, capture_process_name
-from dataflows.stack.processes import free_port
 from tests.support.kafka import TopicReader
 from tests.support.stack import make_settings, new_home, wait_capture_running
 
@@ -63,7 +62,7 @@ def pipeline() -> Iterator[LocalStack]:
     """A whole stack of its own, as `tidemark up` starts it: databases, broker, captures, the dataflow
     and Prometheus."""
     home = new_home("tidemark-flow-")
-    stack = LocalStack(make_settings(home, snapshot_interval_s=1.0, prometheus_port=free_port()))
+    stack = LocalStack(make_settings(home, snapshot_interval_s=1.0))
     stack.up(echo=lambda _l: None)
     for source in ("erp", "crm"):
         wait_capture_running(stack, source)

@@ -46,7 +46,7 @@ def test_up_status_down(own_stack: LocalStack) -> None:
     status = _cli(own_stack, "status", "--json")
     assert status.returncode == 0, status.stdout
     rows = {r["name"]: r for r in json.loads(status.stdout)}
-    assert set(rows) == {"erp", "crm", "kafka", "capture-erp", "capture-crm", "dataflow-0"}
+    assert set(rows) == {"erp", "crm", "kafka", "capture-erp", "capture-crm", "dataflow-0", "prometheus"}
     assert all(r["state"] == "up" and r["pid"] for r in rows.values())
     s = own_stack.settings
     assert rows["kafka"]["endpoint"]["bootstrap"] == f"127.0.0.1:{s.kafka_port}"

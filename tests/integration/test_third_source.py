@@ -82,7 +82,8 @@ def billing_stack(stack: LocalStack, tmp_path_factory) -> LocalStack:
     yield billing
     billing.table.stop(capture_process_name("billing"))
     with stack.erp_admin() as db:
-        db.execute("SELECT pg_drop_replication_slot('tidemark_billing')")  # an idle slot would retain WAL
+        db.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                   "WHERE slot_name = 'tidemark_billing'")  # an idle slot would retain WAL forever
 
 
 def test_new_source_is_captured_decoded_mapped_and_linked(billing_stack: LocalStack, captures: LocalStack,

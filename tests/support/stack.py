@@ -27,6 +27,8 @@ def make_settings(home: Path, **overrides: object) -> Settings:
         "crm_port": free_port(),
         "kafka_port": free_port(),
         "metrics_port": free_port(),
+        "prometheus_port": free_port(),
+        "cluster_port": free_port(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

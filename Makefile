@@ -29,6 +29,10 @@ test: system-deps $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
+# Benchmarks (never timed tests): each stage beside a ceiling measured in the same run.
+bench: $(STAMP)
+	$(BIN)/tidemark bench core
+
 up: system-deps $(STAMP)
 	$(BIN)/tidemark up
 

@@ -218,6 +218,23 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import os
+    import platform
+
+    from dataflows.bench.core_bench import run
+
+    if args.what != "core":
+        print(f"error: no benchmark {args.what!r} yet (available: core)", file=sys.stderr)
+        return 2
+    result = run(changes=args.changes, customers=args.customers, runs=args.runs)
+    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    print(f"core: {result.core_per_s:,.0f} changes/s (median of {result.runs}) for {result.changes:,} changes over "
+          f"{result.customers:,} customers; same-run ceiling {result.ceiling_per_s:,.0f}/s; "
+          f"ratio {result.ratio:.1%}; {machine}")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidemark", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -280,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = dlq.add_parser("show", help="one dead letter, whole")
     p.add_argument("id", help="dead letter id (or a unique prefix)")
     p.set_defaults(func=cmd_dlq_show)
+
+    p = sub.add_parser("bench", help="measure a stage beside its ceiling (see README)")
+    p.add_argument("what", choices=["core"], help="what to measure")
+    p.add_argument("--changes", type=int, default=200_000)
+    p.add_argument("--customers", type=int, default=20_000)
+    p.add_argument("--runs", type=int, default=5)
+    p.set_defaults(func=cmd_bench)
 
     from dataflows.demo import add_demo_parser
 

@@ -9,7 +9,6 @@ releases them, so a replay yields the same ids.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +17,12 @@ from dataflows.core.dedupe import HighWaterMarks, Verdict
 from dataflows.core.golden import GoldenRecord, Proposal, apply_change
 from dataflows.core.identity import IdentityResolver, Merge
 from dataflows.core.lifecycle import derive_status, fact_events, status_events
-from dataflows.core.mapping import CanonicalChange
+from dataflows.core.mapping import CanonicalChange, stable_id
 from dataflows.core.policy import Policy
 from dataflows.core.reorder import Reorderer
 from schemas.v1.entities import LifecycleStatus
 from schemas.v1.events import EventType
 
-EVENT_NAMESPACE = uuid.UUID("3c9e2f5a-1d7b-4c8e-9f0a-6b5d4e3c2a19")
 
 
 @dataclass
@@ -80,6 +78,15 @@ class ConsistencyCore:
         stream = change.origin[:2] if change.origin else change.source  # (topic, partition) when from Kafka
         return self._process_all(self.reorder.push(change, key, now, stream))
 
+    def submit_batch(self, changes: list[CanonicalChange], now: float) -> CoreOutput:
+        """Accept several changes at once: each changed golden record is emitted once, in its final state."""
+        released: list[tuple[CanonicalChange, bool]] = []
+        for change in changes:
+            self.stats.changes_in += 1
+            key = (change.customer_system, change.customer_ref or change.entity_key)
+            released += self.reorder.push(change, key, now, change.origin[:2] if change.origin else change.source)
+        return self._process_all(released + self.reorder.tick(now))
+
     def tick(self, now: float) -> CoreOutput:
         """Call periodically: flushes the buffer when the input has been idle."""
         return self._process_all(self.reorder.tick(now))
@@ -89,14 +96,19 @@ class ConsistencyCore:
 
     def _process_all(self, released: list[tuple[CanonicalChange, bool]]) -> CoreOutput:
         out = CoreOutput()
+        dirty: dict[str, CanonicalChange] = {}  # golden id -> newest change applied to it
         for change, late in released:
             if late:
                 out.late.append(change)
-            self._process(change, out)
+            self._process(change, out, dirty)
+        for customer_id, change in dirty.items():
+            record = self.records.get(customer_id)
+            if record is not None:  # not merged away later in the same call
+                out.customers.append((record.as_dict(), _meta(change)))
         return out
 
     # -- one change -----------------------------------------------------------------------------
-    def _process(self, change: CanonicalChange, out: CoreOutput) -> None:
+    def _process(self, change: CanonicalChange, out: CoreOutput, dirty: dict[str, CanonicalChange]) -> None:
         verdict = self.marks.check(change.source, change.table, change.entity_key, change.position, change.snapshot)
         if verdict is not Verdict.NEW:
             return
@@ -132,7 +144,9 @@ class ConsistencyCore:
 
         old_status = record.status
         proposals, before, after, changed = apply_change(record, change, self.policy)
-        self._governance(record, change, proposals, out)
+        occurred = change.commit_time.isoformat()
+        if proposals:
+            self._governance(record, change, proposals, out, occurred)
         if not (changed or created or resolution.merges):
             return
         self.stats.applied += 1
@@ -140,15 +154,16 @@ class ConsistencyCore:
         record.updated_at = max(record.updated_at, change.commit_time)
         record.last_correlation_id = change.correlation_id
         systems = set(record.source_ids)
-        record.status = derive_status(record.values(), record.children, systems, record.ever_active)
+        record.status = derive_status(record.watched(), record.children, systems, record.ever_active)
         record.ever_active |= record.status is LifecycleStatus.ACTIVE
         if created:
-            self._event(out, record, EventType.CUSTOMER_CREATED, change, {"status": record.status.value})
+            self._event(out, record, EventType.CUSTOMER_CREATED, change, {"status": record.status.value}, occurred)
         for event_type, payload in fact_events(change.entity, before, after, self.policy.plans):
-            self._event(out, record, event_type, change, payload)
+            self._event(out, record, event_type, change, payload, occurred)
         for event_type, payload in status_events(None if created else old_status, record.status):
-            self._event(out, record, event_type, change, payload)
-        out.customers.append((record.as_dict(), _meta(change)))
+            self._event(out, record, event_type, change, payload, occurred)
+        dirty.pop(record.customer_id, None)
+        dirty[record.customer_id] = change
 
     def _customer_of(self, change: CanonicalChange) -> tuple[str, str] | None:
         if change.customer_ref is not None:
@@ -166,19 +181,19 @@ class ConsistencyCore:
         self.records[merge.survivor] = survivor
         out.retired.append((merge.merged, merge.survivor))
         payload = {"merged_customer_id": merge.merged, "surviving_customer_id": merge.survivor, "rule": merge.rule}
-        self._event(out, survivor, EventType.CUSTOMER_MERGED, change, payload)
+        self._event(out, survivor, EventType.CUSTOMER_MERGED, change, payload, change.commit_time.isoformat())
         return survivor
 
     # -- outputs --------------------------------------------------------------------------------
     def _event(self, out: CoreOutput, record: GoldenRecord, event_type: EventType, change: CanonicalChange,
-               payload: dict[str, Any]) -> None:  # fmt: skip
+               payload: dict[str, Any], occurred: str) -> None:  # fmt: skip
         basis = f"{event_type.value}|{record.customer_id}|{change.change_id}|{payload.get('merged_customer_id', '')}"
         self.stats.events[event_type.value] += 1
         out.events.append({
-            "event_id": str(uuid.uuid5(EVENT_NAMESPACE, basis)),
+            "event_id": stable_id(basis),
             "event_type": event_type.value,
             "customer_id": record.customer_id,
-            "occurred_at": change.commit_time.isoformat(),
+            "occurred_at": occurred,
             "source_system": change.system,
             "source_position": change.position_text,
             "correlation_id": change.correlation_id,
@@ -188,7 +203,7 @@ class ConsistencyCore:
         })  # fmt: skip
 
     def _governance(self, record: GoldenRecord, change: CanonicalChange, proposals: list[Proposal],
-                    out: CoreOutput) -> None:  # fmt: skip
+                    out: CoreOutput, occurred: str) -> None:  # fmt: skip
         for p in proposals:
             self.stats.governance[(p.field, change.system, p.decision.value)] += 1
             out.governance.append({
@@ -204,7 +219,7 @@ class ConsistencyCore:
                 "correlation_id": change.correlation_id,
                 "causation_id": change.change_id,
                 "source_position": change.position_text,
-                "occurred_at": change.commit_time.isoformat(),
+                "occurred_at": occurred,
                 "schema_version": 1,
             })  # fmt: skip
 

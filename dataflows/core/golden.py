@@ -13,6 +13,8 @@ from dataflows.core.policy import Policy
 from schemas.v1.entities import LifecycleStatus
 from schemas.v1.governance import GovernanceDecision as D
 
+# Customer fields the lifecycle reads: status derivation and credit events.
+WATCHED = ("credit_status", "credit_limit", "erp_status", "crm_stage")
 CHILD_COLLECTIONS = {
     "contact": "contacts",
     "billing_account": "billing_accounts",
@@ -39,6 +41,14 @@ class GoldenRecord:
 
     def values(self) -> dict[str, Any]:
         return {f: v.value for f, v in self.fields.items()}
+
+    def value(self, name: str) -> Any:
+        version = self.fields.get(name)
+        return None if version is None else version.value
+
+    def watched(self) -> dict[str, Any]:
+        """The customer fields lifecycle events and status look at (cheaper than all values)."""
+        return {f: self.value(f) for f in WATCHED}
 
     def absorb(self, other: GoldenRecord) -> None:
         """Merge `other` (the merged-away customer) into this one: per field the newer version wins."""
@@ -113,11 +123,11 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
         ids.discard(change.entity_key)
         if not ids:
             del record.source_ids[change.system]
-        return [], record.values(), record.values(), changed
+        return [], record.watched(), record.watched(), changed
     if change.entity_key not in ids:
         ids.add(change.entity_key)
         changed = True
-    before = record.values()
+    before = record.watched()
     proposals = []
     ts = change.commit_time.timestamp()
     for name, value in change.image.items():
@@ -139,7 +149,7 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
         else:
             record.reported[(name, change.system)] = value
         proposals.append(Proposal("customer", name, value, current.value if current else None, decision, reason))
-    return proposals, before, record.values(), changed
+    return proposals, before, record.watched(), changed
 
 
 def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) -> tuple[list[Proposal], dict[str, Any] | None, dict[str, Any] | None, bool]:

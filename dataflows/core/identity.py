@@ -111,6 +111,8 @@ class IdentityResolver:
         self.clusters: dict[str, Cluster] = {}
         self.index: dict[IndexKey, str] = {}
         self.ref_keys: dict[Ref, set[IndexKey]] = {}
+        # A source customer's last match values (as a hash): unchanged values need no key work.
+        self._ref_sig: dict[Ref, int] = {}
         self._fields = sorted({f for r in policy.match_rules for spec in r.fields for f in spec.split("|")}
                               | {c.field for c in policy.crosswalks})  # fmt: skip
 
@@ -122,6 +124,11 @@ class IdentityResolver:
 
     def resolve(self, ref: Ref, values: Mapping[str, Any] | None = None) -> Resolution:
         """The golden customer of source customer `ref`, given its current match values (if any)."""
+        if values is not None and ref in self.ref_cluster:
+            signature = hash(tuple(sorted(values.items(), key=lambda kv: kv[0])))
+            if self._ref_sig.get(ref) == signature:
+                return Resolution(self.ref_cluster[ref])
+            self._ref_sig[ref] = signature
         keys = self._keys(values) if values else set()
         links = self._crosswalk_targets(values) if values else []
         cid = self.ref_cluster.get(ref)

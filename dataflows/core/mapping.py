@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import types
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -24,7 +24,6 @@ from dataflows.core.expressions import (
 )
 from schemas.v1.entities import ENTITY_MODELS, FIELD_ENTITY
 
-NAMESPACE = uuid.UUID("6f1d1c1e-7a51-4d0e-9a7e-5f0c1b2d3e4f")
 _UNKNOWN = object()  # a value we do not know (unchanged TOAST without a before image)
 
 
@@ -62,10 +61,14 @@ class CanonicalChange:
     origin: Any = field(default=None, compare=False)  # where it came from (Kafka coordinates), for the DLQ
 
 
+def stable_id(basis: str) -> str:
+    """A deterministic 128-bit id (hex): the same basis gives the same id in every process and replay."""
+    return hashlib.blake2b(basis.encode(), digest_size=16).hexdigest()
+
+
 def correlation_id(source: str, tx_id: str | None, position_text: str) -> str:
     """All changes of one source transaction share it; without a transaction id, the position stands in."""
-    basis = f"{source}:tx:{tx_id}" if tx_id else f"{source}:pos:{position_text}"
-    return str(uuid.uuid5(NAMESPACE, basis))
+    return stable_id(f"{source}:tx:{tx_id}" if tx_id else f"{source}:pos:{position_text}")
 
 
 def _coercer(field: str) -> Callable[[Any], Any]:
@@ -74,6 +77,18 @@ def _coercer(field: str) -> Callable[[Any], Any]:
     inner = info.annotation
     if get_origin(inner) in (Union, types.UnionType):
         inner = next(a for a in get_args(inner) if a is not type(None))
+    if inner is str and not info.metadata:
+        # The common case, kept off pydantic's path: a plain optional string.
+        return lambda value: value if value is None or isinstance(value, str) else str(value)
+    if get_origin(inner) is Literal:
+        allowed = frozenset(get_args(inner))
+
+        def literal(value: Any) -> Any:
+            if value is None or value in allowed:
+                return value
+            return adapter.validate_python(value)  # raises the model's own error
+
+        return literal
     pre: Callable[[Any], Any] | None = {date: _to_date, Decimal: _to_decimal}.get(inner)  # type: ignore[call-overload]
 
     def coerce(value: Any) -> Any:
@@ -106,7 +121,8 @@ class TableMapper:
         }
         self.coercers = {f: _coercer(f) for f in self.fields}
 
-    def _evaluate(self, row: dict[str, Any], fallback: dict[str, Any] | None) -> dict[str, Any]:
+    def _evaluate(self, row: dict[str, Any], fallback: dict[str, Any] | None,
+                  only: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
         unknown = {c for c, v in row.items() if v == UNAVAILABLE}
         if unknown:
             row = dict(row)
@@ -114,7 +130,8 @@ class TableMapper:
                 prior = fallback.get(column, UNAVAILABLE) if fallback else UNAVAILABLE
                 row[column] = prior if prior != UNAVAILABLE else _UNKNOWN
         out: dict[str, Any] = {}
-        for field, expr in self.fields.items():
+        for field in only if only is not None else self.fields:
+            expr = self.fields[field]
             if unknown and any(row.get(c) is _UNKNOWN for c in expr.columns):
                 continue  # never let an unavailable TOAST value overwrite a known one
             try:
@@ -155,8 +172,12 @@ class TableMapper:
             image: dict[str, Any] = {}
         elif record.op == "u" and record.before is not None:
             image = self._evaluate(record.after or {}, record.before)
-            old = self._evaluate(record.before, None)
-            fields = {f: v for f, v in image.items() if f not in old or old[f] != v}
+            before = record.before
+            changed = {c for c, v in (record.after or {}).items() if before.get(c, UNAVAILABLE) != v}
+            # Only fields reading a changed column can differ: evaluate just those on the old row.
+            candidates = [f for f in image if self.fields[f].columns & changed]
+            old = self._evaluate(before, None, candidates) if candidates else {}
+            fields = {f: image[f] for f in candidates if f not in old or old[f] != image[f]}
         else:
             image = fields = self._evaluate(row, record.before)
         echo = (self.echo_column is not None and record.op == "u" and record.before is not None
@@ -166,7 +187,7 @@ class TableMapper:
         via = (self.via_table, str(link)) if self.via_table is not None and link is not None else None
         entity_key = self._key(row)
         return CanonicalChange(
-            change_id=str(uuid.uuid5(NAMESPACE, f"{self.source}/{self.table}/{entity_key}@{record.position_text}/{record.op}")),
+            change_id=stable_id(f"{self.source}/{self.table}/{entity_key}@{record.position_text}/{record.op}"),
             source=self.source,
             system=self.system,
             table=self.table,

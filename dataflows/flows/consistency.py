@@ -133,12 +133,7 @@ class CoreLogic(StatefulBatchLogic[CanonicalChange, tuple[str, Any], bytes]):
         return route(out), StatefulBatchLogic.RETAIN
 
     def on_batch(self, values: list[CanonicalChange]) -> tuple[list[tuple[str, Any]], bool]:
-        now = time.time()
-        out = CoreOutput()
-        for change in values:
-            out.extend(self.core.submit(change, now))
-        out.extend(self.core.tick(now))
-        return self._emit(out)
+        return self._emit(self.core.submit_batch(values, time.time()))
 
     def on_notify(self) -> tuple[list[tuple[str, Any]], bool]:
         return self._emit(self.core.tick(time.time()))

@@ -143,7 +143,7 @@ def _debezium_problems(path: Path, loaded: LoadedYaml) -> list[ConfigProblem]:
 
     problems = [problem(k, "required Debezium property is missing") for k in REQUIRED_PROPERTIES if k not in props]
     connector = props.get("connector.class")
-    if connector is not None and connector not in CONNECTOR_CLASSES:
+    if connector is not None and (not isinstance(connector, str) or connector not in CONNECTOR_CLASSES):
         known = ", ".join(sorted(CONNECTOR_CLASSES))
         problems.append(problem("connector.class", f"unsupported connector {connector!r}; use one of: {known}"))
     problems += [problem(k, "set by the Tidemark runtime: remove it from the file") for k in sorted(RUNTIME_PROPERTIES & props.keys())]
@@ -165,6 +165,7 @@ def _mapping_problems(path: Path, loaded: LoadedYaml, config: ConnectorConfig) -
     def problem(loc: tuple[str | int, ...], message: str) -> None:
         problems.append(ConfigProblem(path, loaded.line_of(loc), _dotted(loc), message))
 
+    dialect = CONNECTOR_CLASSES.get(str(config.debezium.get("connector.class")))  # None: reported already
     for table, mapping in config.tables.items():
         entity_fields = ENTITY_MODELS[mapping.entity].model_fields
         for field, sql in mapping.fields.items():
@@ -173,9 +174,9 @@ def _mapping_problems(path: Path, loaded: LoadedYaml, config: ConnectorConfig) -
                 problem(loc, f"unknown canonical field {field!r}{_field_suggestion(field)}")
             elif field not in entity_fields:
                 problem(loc, f"{field!r} belongs to entity {FIELD_ENTITY[field]!r}, not {mapping.entity!r}")
-            else:
+            elif dialect is not None:
                 try:
-                    compile_expression(sql, config.dialect)
+                    compile_expression(sql, dialect)
                 except ExpressionError as e:
                     problem(loc, str(e))
         via = mapping.customer.via

@@ -64,7 +64,14 @@ def load_yaml(path: Path) -> LoadedYaml:
     except yaml.MarkedYAMLError as e:
         line = (e.problem_mark.line + 1) if e.problem_mark else 1
         raise YamlError(line, f"invalid YAML: {e.problem}") from None
+    except yaml.YAMLError as e:  # e.g. a control character the reader refuses
+        line = text.count("\n", 0, getattr(e, "position", 0) or 0) + 1
+        raise YamlError(line, f"invalid YAML: {getattr(e, 'reason', None) or e}") from None
     if root is None:
         return LoadedYaml({}, {})
     lines: dict[Path_, int] = {}
-    return LoadedYaml(_build(root, (), lines), lines)
+    try:
+        return LoadedYaml(_build(root, (), lines), lines)
+    except yaml.MarkedYAMLError as e:  # e.g. an unknown tag
+        line = (e.problem_mark.line + 1) if e.problem_mark else 1
+        raise YamlError(line, f"invalid YAML: {e.problem}") from None

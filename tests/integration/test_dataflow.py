@@ -237,3 +237,32 @@ def test_two_process_cluster_processes_changes(pipeline: LocalStack) -> None:
         for name in two.dataflow_names():
             two.table.stop(name, sig=signal.SIGINT)
         pipeline.start_dataflow(echo=lambda _l: None)
+
+
+def test_bad_values_oversized_records_and_dropped_columns_go_to_the_dlq(pipeline: LocalStack) -> None:
+    """Each bad record lands in the DLQ with a clear reason; everything else keeps flowing."""
+    from kafka import KafkaProducer
+
+    from dataflows.dlq import DlqFilter, read
+
+    bootstrap = pipeline.settings.kafka_bootstrap
+    bad_country = crm(pipeline, "INSERT INTO accounts (name, country) VALUES ('Bad Country', 'D1')")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    producer.send("crm.crm.accounts", key=b'{"id": 888888}', value=b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    producer.flush()
+    producer.close()
+    crm(pipeline, "ALTER TABLE opportunities DROP COLUMN close_date")  # a mapped column, gone
+    crm(pipeline, "INSERT INTO opportunities (account_id, name, stage) VALUES (%s, 'After DDL', 'open')", (bad_country,))
+    good = crm(pipeline, "INSERT INTO accounts (name, country) VALUES ('Still Flowing', 'PT')")
+    wait_until(lambda: c360_row(pipeline, good), 60, "a good change after the bad ones")
+
+    def classes() -> dict[str, dict[str, Any]]:
+        return {r["error_class"]: r for r in read(bootstrap, DlqFilter(source="crm"))}
+
+    found = wait_until(lambda: (c := classes()) and {"invalid_value", "oversized", "mapped_column_missing"} <= set(c) and c,
+                       60, "the three dead letters")  # fmt: skip
+    assert "country" in found["invalid_value"]["reason"] and "'D1'" in found["invalid_value"]["reason"]
+    assert "exceeds" in found["oversized"]["reason"]
+    missing = found["mapped_column_missing"]["reason"]
+    assert "'close_date'" in missing and "connectors/crm.yaml" in missing
+    assert c360_row(pipeline, bad_country) is None  # the bad row was not half-applied

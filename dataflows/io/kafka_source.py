@@ -49,7 +49,8 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
         try:
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
                                      auto_offset_reset="earliest", fetch_max_wait_ms=100, max_poll_records=self.batch,
-                                     request_timeout_ms=30000, client_id=f"{self.group}-{self.tp.topic}-{self.tp.partition}")  # fmt: skip
+                                     request_timeout_ms=30000, bootstrap_timeout_ms=2000,  # a down broker must not stall the worker
+                                     client_id=f"{self.group}-{self.tp.topic}-{self.tp.partition}")  # fmt: skip
             partitions = consumer.partitions_for_topic(self.tp.topic)
             if not partitions or self.tp.partition not in partitions:
                 consumer.close()

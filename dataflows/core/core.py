@@ -20,7 +20,6 @@ from dataflows.core.lifecycle import derive_status, fact_events, status_events
 from dataflows.core.mapping import CanonicalChange, stable_id
 from dataflows.core.policy import Policy
 from dataflows.core.reorder import Reorderer
-from schemas.v1.entities import LifecycleStatus
 from schemas.v1.events import EventType
 
 
@@ -154,8 +153,7 @@ class ConsistencyCore:
         record.updated_at = max(record.updated_at, change.commit_time)
         record.last_correlation_id = change.correlation_id
         systems = set(record.source_ids)
-        record.status = derive_status(record.watched(), record.children, systems, record.ever_active)
-        record.ever_active |= record.status is LifecycleStatus.ACTIVE
+        record.status = derive_status(record.watched(), record.children, systems)
         if created:
             self._event(out, record, EventType.CUSTOMER_CREATED, change, {"status": record.status.value}, occurred)
         for event_type, payload in fact_events(change.entity, before, after, self.policy.plans):

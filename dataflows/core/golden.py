@@ -32,7 +32,6 @@ class GoldenRecord:
     source_ids: dict[str, set[str]] = field(default_factory=dict)
     match_rules: set[str] = field(default_factory=set)
     status: LifecycleStatus | None = None
-    ever_active: bool = False
     version: int = 0
     updated_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
     last_correlation_id: str = ""
@@ -61,7 +60,6 @@ class GoldenRecord:
         for system, ids in other.source_ids.items():
             self.source_ids.setdefault(system, set()).update(ids)
         self.match_rules |= other.match_rules
-        self.ever_active |= other.ever_active
         self.version = max(self.version, other.version)
         self.updated_at = max(self.updated_at, other.updated_at)
 

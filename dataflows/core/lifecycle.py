@@ -4,10 +4,11 @@ its real transitions and business facts.
     prospect ──> onboarding ──> active <──> credit_hold
         │             │           │  ^
         │             │           v  │
-        └─────────────┴──> suspended ┘ ──> closed      (active ──> inactive when no subscription is active)
+        └─────────────┴──> suspended ┘ ──> closed      (active ──> inactive: subscription cancelled, none active)
 
 The status is recomputed from the record after every applied change (precedence: closed, suspended,
-credit_hold, active, inactive, onboarding, prospect); an event is emitted only when the status or a
+credit_hold, active, inactive, onboarding, prospect); inactive means a cancelled subscription and no
+active one, a fact of the data, so it converges whatever order changes arrive in. An event is emitted only when the status or a
 watched fact actually changes, so a replayed or no-op change yields nothing.
 """
 
@@ -42,7 +43,7 @@ ON_ENTER: dict[LifecycleStatus, EventType] = {
 
 
 def derive_status(fields: Mapping[str, Any], children: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                  systems: frozenset[str] | set[str], ever_active: bool) -> LifecycleStatus:  # fmt: skip
+                  systems: frozenset[str] | set[str]) -> LifecycleStatus:  # fmt: skip
     """The lifecycle status a golden record is in."""
     subscriptions = children.get("subscription", {}).values()
     if fields.get("erp_status") == "closed":
@@ -53,7 +54,8 @@ def derive_status(fields: Mapping[str, Any], children: Mapping[str, Mapping[str,
         return S.CREDIT_HOLD
     if any(s.get("subscription_status") == "active" for s in subscriptions):
         return S.ACTIVE
-    if ever_active:
+    # From the data, not from history: a late change must not decide whether "active" was ever seen.
+    if any(s.get("subscription_status") == "cancelled" for s in subscriptions):
         return S.INACTIVE
     won = any(o.get("opportunity_stage") == "won" for o in children.get("opportunity", {}).values())
     if "erp" in systems or won or fields.get("crm_stage") == "customer":

@@ -12,9 +12,11 @@ from typing import Any
 
 import pymysql
 
+from dataflows.targets.retry import with_reconnect
 from dataflows.targets.sql import guarded_update
 
 FACTS = ["erp_customer_id", "credit_status", "lifecycle_status"]
+TRANSIENT = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
 UPDATE = guarded_update("accounts", FACTS, "id", "tidemark_version", "mysql")
 
 
@@ -31,17 +33,29 @@ def writebacks(record: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 class CrmWriter:
     def __init__(self, host: str, port: int, user: str, password: str, database: str) -> None:
-        self.conn = pymysql.connect(host=host, port=port, user=user, password=password, database=database,
-                                    autocommit=False, connect_timeout=10)  # fmt: skip
+        self.params = {"host": host, "port": port, "user": user, "password": password, "database": database,
+                       "autocommit": False, "connect_timeout": 10}  # fmt: skip
+        self.conn = with_reconnect("CRM connect", lambda: pymysql.connect(**self.params), lambda: None, TRANSIENT)
+
+    def _reconnect(self) -> None:
+        try:
+            self.conn.close()
+        except pymysql.Error:
+            pass
+        self.conn = pymysql.connect(**self.params)
 
     def write(self, updates: Iterable[tuple[Any, ...]]) -> int:
         updates = list(updates)
         if not updates:
             return 0
-        with self.conn.cursor() as cur:
-            changed = sum(cur.execute(UPDATE, params) for params in updates)
-        self.conn.commit()
-        return changed
+
+        def attempt() -> int:
+            with self.conn.cursor() as cur:
+                changed = sum(cur.execute(UPDATE, params) for params in updates)
+            self.conn.commit()
+            return changed
+
+        return with_reconnect("CRM write-back", attempt, self._reconnect, TRANSIENT)
 
     def close(self) -> None:
         self.conn.close()

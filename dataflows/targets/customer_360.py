@@ -10,6 +10,7 @@ import orjson
 import psycopg
 
 from dataflows.settings import project_root
+from dataflows.targets.retry import with_reconnect
 from dataflows.targets.sql import versioned_upsert
 
 TABLE = "customer_360"
@@ -43,16 +44,29 @@ class Customer360Writer:
     """Writes batches of rows in one transaction."""
 
     def __init__(self, conninfo: str) -> None:
-        self.conn = psycopg.connect(conninfo, autocommit=False, connect_timeout=10)
-        with self.conn.transaction():
-            self.conn.execute((project_root() / "infra" / "ops" / "customer_360.sql").read_text())
+        self.conninfo = conninfo
+        self.conn = with_reconnect("customer_360 connect", self._connect, lambda: None, (psycopg.OperationalError,))
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.conninfo, autocommit=False, connect_timeout=10)
+        with conn.transaction():
+            conn.execute((project_root() / "infra" / "ops" / "customer_360.sql").read_text())
+        return conn
+
+    def _reconnect(self) -> None:
+        self.conn.close()
+        self.conn = self._connect()
 
     def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
         rows = list(rows)
         if not rows:
             return
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany(UPSERT, rows)
+
+        def attempt() -> None:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.executemany(UPSERT, rows)
+
+        with_reconnect("customer_360 write", attempt, self._reconnect, (psycopg.OperationalError,))
 
     def close(self) -> None:
         self.conn.close()

@@ -18,9 +18,9 @@ from bytewax.run import cli_main
 
 from dataflows import metrics
 from dataflows.core.policy import build_policy
-from dataflows.flows.consistency import FlowConfig, build_flow, capture_topics
+from dataflows.config.connectors import capture_topics
+from dataflows.flows.consistency import FlowConfig, build_flow
 from dataflows.io.sinks import ensure_topics
-from dataflows.outputs import OUTPUT_TOPICS
 from dataflows.stack.local import LocalStack
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> 
     config = flow_config(stack)
     # Capture topics too: a partition that exists from the start is read from the start, so its first
     # change is not delayed (and made late) by waiting for the topic to appear.
-    ensure_topics(s.kafka_bootstrap, {**capture_topics(config), **dict.fromkeys(OUTPUT_TOPICS, s.topic_partitions)})
+    ensure_topics(s.kafka_bootstrap, stack.all_topics())
     flow = build_flow(config)
     # The core holds millions of small objects: the default cyclic-GC thresholds rescan them constantly
     # (about 20% of core time in `tidemark bench core`).

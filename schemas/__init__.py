@@ -1,37 +1,6 @@
 """Tidemark's canonical, versioned data model. A published version is never mutated: add V2 instead."""
 
-from schemas.v1 import (
-    ENTITY_MODELS,
-    FIELD_ENTITY,
-    BillingAccountV1,
-    ContactV1,
-    CustomerMergedPayloadV1,
-    CustomerV1,
-    DeadLetterV1,
-    EventType,
-    GovernanceDecision,
-    GovernanceRecordV1,
-    InvoiceV1,
-    LifecycleEventV1,
-    LifecycleStatus,
-    OpportunityV1,
-    SubscriptionV1,
-)
+from schemas import v1
+from schemas.v1 import *  # noqa: F403 - the current version's models are the package's public names
 
-__all__ = [
-    "ENTITY_MODELS",
-    "FIELD_ENTITY",
-    "BillingAccountV1",
-    "ContactV1",
-    "CustomerMergedPayloadV1",
-    "CustomerV1",
-    "DeadLetterV1",
-    "EventType",
-    "GovernanceDecision",
-    "GovernanceRecordV1",
-    "InvoiceV1",
-    "LifecycleEventV1",
-    "LifecycleStatus",
-    "OpportunityV1",
-    "SubscriptionV1",
-]
+__all__ = v1.__all__

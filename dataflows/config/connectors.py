@@ -242,6 +242,11 @@ def load_connectors(directory: Path) -> dict[str, ConnectorConfig]:
     return configs
 
 
+def capture_topics(connectors: Mapping[str, ConnectorConfig], default_partitions: int) -> dict[str, int]:
+    """Every capture topic the connector files declare, with its partition count."""
+    return {c.topic_for(t): c.partitions or default_partitions for c in connectors.values() for t in c.tables}
+
+
 def embedded_properties(
     config: ConnectorConfig, state_dir: Path, defaults: Mapping[str, str] | None = None
 ) -> dict[str, str]:

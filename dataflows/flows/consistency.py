@@ -21,7 +21,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
-from dataflows.config.connectors import ConnectorConfig
+from dataflows.config.connectors import ConnectorConfig, capture_topics
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.decode import DecodeError, decode
 from dataflows.core.mapping import CanonicalChange, MappingError, SourceMapper
@@ -154,14 +154,9 @@ def _target(name: str) -> Any:
     return lambda item: item[1] if item[0] == name else None
 
 
-def capture_topics(config: FlowConfig) -> dict[str, int]:
-    """Every capture topic the connector files declare, with its partition count."""
-    return {c.topic_for(t): c.partitions or config.partitions for c in config.connectors.values() for t in c.tables}
-
-
 def build_flow(config: FlowConfig) -> Dataflow:
     """The dataflow, wired from config; no I/O happens until Bytewax runs it."""
-    topics = capture_topics(config)
+    topics = capture_topics(config.connectors, config.partitions)
     flow = Dataflow("tidemark")
     raw = op.input("capture", flow, CaptureSource(config.bootstrap, topics, config.group))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))

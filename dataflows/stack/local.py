@@ -15,7 +15,9 @@ from typing import Any
 import psycopg
 import pymysql
 
-from dataflows.config.connectors import ConnectorConfig, load_connectors
+from dataflows.config.connectors import ConnectorConfig, capture_topics, load_connectors
+from dataflows.io.sinks import ensure_topics
+from dataflows.outputs import OUTPUT_TOPICS
 from dataflows.settings import Settings, project_root
 from dataflows.stack import secrets_file
 from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker
@@ -142,6 +144,10 @@ class LocalStack:
             self.kafka.start(self.table)
             echo(f"kafka    started      {self.kafka.bootstrap}")
         echo(f"warning: {IN_MEMORY_WARNING}")
+        if capture:
+            # Once, before anything produces or consumes: two processes creating the same topic at the
+            # same moment left the in-memory broker unable to accept that topic's records.
+            ensure_topics(self.settings.kafka_bootstrap, self.all_topics())
 
         for source in connectors:
             name = capture_process_name(source)
@@ -193,6 +199,11 @@ class LocalStack:
                 f"--storage.tsdb.path={directory / 'data'}", "--storage.tsdb.retention.time=2d"]  # fmt: skip
         self.table.spawn("prometheus", argv, endpoint={"url": f"http://{address}"})
         echo(f"prometheus   started      http://{address}")
+
+    def all_topics(self) -> dict[str, int]:
+        """Capture topics of every connector file and Tidemark's output topics, with partition counts."""
+        partitions = self.settings.topic_partitions
+        return {**capture_topics(self.connectors(), partitions), **dict.fromkeys(OUTPUT_TOPICS, partitions)}
 
     def dataflow_names(self) -> list[str]:
         return [f"dataflow-{i}" for i in range(self.settings.dataflow_processes)]

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from dataflows.stack.local import LocalStack, capture_process_name
 from tests.support.kafka import TopicReader
-from tests.support.stack import make_settings, new_home, wait_capture_running
+from tests.support.stack import running_stack, wait_capture_running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,11 +60,5 @@ def reader(stack: LocalStack) -> Iterator[type[TopicReader]]:
 def pipeline() -> Iterator[LocalStack]:
     """A whole stack of its own, as `tidemark up` starts it: databases, broker, captures, the dataflow
     and Prometheus."""
-    home = new_home("tidemark-flow-")
-    stack = LocalStack(make_settings(home, snapshot_interval_s=1.0))
-    stack.up(echo=lambda _l: None)
-    for source in ("erp", "crm"):
-        wait_capture_running(stack, source)
-    yield stack
-    stack.down(echo=lambda _l: None)
-    shutil.rmtree(home, ignore_errors=True)
+    with running_stack("tidemark-flow-", snapshot_interval_s=1.0) as stack:
+        yield stack

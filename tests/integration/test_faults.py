@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import threading
 import time
@@ -28,7 +27,7 @@ from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack, capture_process_name
 from dataflows.stack.scrape import last_error_line
 from tests.support.kafka import TopicReader
-from tests.support.stack import make_settings, new_home, wait_capture_running
+from tests.support.stack import running_stack
 from tests.support.waiting import wait_until
 
 CUSTOMERS = 150
@@ -38,15 +37,8 @@ CAPTURE_TOPICS = [f"erp.erp.{t}" for t in ("customers", "billing_accounts", "sub
 
 @pytest.fixture(scope="module")
 def faulty() -> Iterator[LocalStack]:
-    home = new_home("tidemark-faults-")
-    stack = LocalStack(make_settings(home, snapshot_interval_s=1.0))
-    stack.up(echo=lambda _l: None)
-    for source in ("erp", "crm"):
-        wait_capture_running(stack, source)
-    yield stack
-    stack.down(echo=lambda _l: None)
-    LocalStack(stack.settings.model_copy(update={"dataflow_processes": 2})).down(echo=lambda _l: None)
-    shutil.rmtree(home, ignore_errors=True)
+    with running_stack("tidemark-faults-", snapshot_interval_s=1.0) as stack:
+        yield stack
 
 
 class Workload(threading.Thread):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dataflows.settings import Settings
@@ -46,3 +49,18 @@ def wait_capture_running(stack: LocalStack, source: str, timeout: float = 60.0) 
         time.sleep(0.2)
     msg = f"capture {source} not running after {timeout}s"
     raise TimeoutError(msg)
+
+
+@contextmanager
+def running_stack(prefix: str, **overrides: object) -> Iterator[LocalStack]:
+    """A whole stack as `tidemark up` starts it (captures running), torn down and removed afterwards."""
+    home = new_home(prefix)
+    stack = LocalStack(make_settings(home, **overrides))
+    stack.up(echo=lambda _l: None)
+    try:
+        for source in ("erp", "crm"):
+            wait_capture_running(stack, source)
+        yield stack
+    finally:
+        stack.down(echo=lambda _l: None)  # every recorded process, a test's extra dataflow processes too
+        shutil.rmtree(home, ignore_errors=True)

@@ -46,10 +46,11 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
         """(Re)build the consumer; False while the broker or topic is not there yet."""
         if time.monotonic() < self._retry_at:
             return False
+        consumer = None
         try:
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
                                      auto_offset_reset="earliest", fetch_max_wait_ms=100, max_poll_records=self.batch,
-                                     request_timeout_ms=30000, bootstrap_timeout_ms=2000,  # a down broker must not stall the worker
+                                     request_timeout_ms=30000, bootstrap_timeout_ms=10000,  # a down broker must not stall the worker for long
                                      client_id=f"{self.group}-{self.tp.topic}-{self.tp.partition}")  # fmt: skip
             partitions = consumer.partitions_for_topic(self.tp.topic)
             if not partitions or self.tp.partition not in partitions:
@@ -65,6 +66,8 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
             else:
                 consumer.seek(self.tp, self.next_offset)
         except KafkaError as e:
+            if consumer is not None:
+                consumer.close()  # never leak a connection per retry
             log.warning("Kafka at %s unreachable for %s[%d]: %s; retrying in %.1fs",
                         self.bootstrap, self.tp.topic, self.tp.partition, e, self._backoff)  # fmt: skip
             self._schedule_retry()

@@ -138,7 +138,7 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
                 str(value).encode() if value is not None else None,
             ))  # fmt: skip
         with metrics.CAPTURE_BATCH_SECONDS.labels(self.observed.source).time():
-            self.writer.write(out)
+            self.writer.write_with_retry(out)
         self.status.batch_delivered(out)
         self.observed.delivered(out)
 

@@ -36,19 +36,23 @@ class KafkaBatchWriter:
         self.bootstrap = bootstrap
         self.partitions = partitions
         self.timeout_s = timeout_s
+        self.client_id = client_id
         self._known_topics: set[str] = set()
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
+        self._producer = self._new_producer()
+        self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-admin")
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
             batch_size=256 * 1024,
             max_request_size=8 * 1024 * 1024,
             retries=2**31 - 1,
-            delivery_timeout_ms=int(timeout_s * 1000),
+            delivery_timeout_ms=int(self.timeout_s * 1000),
         )
-        self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-admin")
 
     def ensure_topics(self, topics: Iterable[str]) -> None:
         new = sorted(set(topics) - self._known_topics)
@@ -63,6 +67,20 @@ class KafkaBatchWriter:
                 pass
             log.info("created topics %s with %d partitions", [t.name for t in to_create], self.partitions)
         self._known_topics.update(new)
+
+    def write_with_retry(self, records: list[OutRecord], attempts: int = 4) -> None:
+        """`write`, resending the whole batch on a fresh producer after a failed delivery (duplicates are
+        fine downstream; loss is not). Raises the last DeliveryError when every attempt failed."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.write(records)
+                return
+            except DeliveryError as e:
+                if attempt == attempts:
+                    raise
+                log.warning("batch delivery failed (attempt %d of %d): %s; resending on a new producer", attempt, attempts, e)
+                self._producer.close(timeout=5)
+                self._producer = self._new_producer()
 
     def write(self, records: list[OutRecord]) -> None:
         """Send every record and wait for all acknowledgements; raise DeliveryError on any failure."""

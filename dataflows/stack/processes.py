@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -153,6 +154,15 @@ def wait_for_port(host: str, port: int, timeout: float, record: ProcessRecord | 
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free now, from below Linux's ephemeral range (32768-60999): a port the kernel hands to
+    outgoing connections may be taken by one before the listener that was promised it starts."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    msg = "no free port found in 20000-32000"
+    raise RuntimeError(msg)

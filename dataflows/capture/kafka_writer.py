@@ -51,6 +51,7 @@ class KafkaBatchWriter:
             batch_size=256 * 1024,
             max_request_size=8 * 1024 * 1024,
             retries=2**31 - 1,
+            request_timeout_ms=10_000,  # kafka-python requires delivery > linger + request timeout
             delivery_timeout_ms=int(self.timeout_s * 1000),
         )
 

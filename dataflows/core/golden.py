@@ -38,9 +38,6 @@ class GoldenRecord:
     # Last conflicting/rejected value reported per (field, system): a repeat is not reported again.
     reported: dict[tuple[str, str], Any] = field(default_factory=dict)
 
-    def values(self) -> dict[str, Any]:
-        return {f: v.value for f, v in self.fields.items()}
-
     def value(self, name: str) -> Any:
         version = self.fields.get(name)
         return None if version is None else version.value

@@ -35,9 +35,11 @@ def _my(table: str, op: str, before: dict | None, after: dict, pos: int, ts: int
         "pos": pos, "row": 0, "thread": None, "query": None}, "transaction": None})  # fmt: skip
 
 
-def generate(changes: int, customers: int, seed: int = 7, rate_per_s: float = 5000.0) -> Iterator[Envelope]:
+def generate(changes: int, customers: int, seed: int = 7, rate_per_s: float = 5000.0,
+             create_share: float = 0.5) -> Iterator[Envelope]:  # fmt: skip
     """`changes` envelopes: each customer is created in the ERP and the CRM (linked by crosswalk), then
-    random updates (credit status, legal name, account owner, subscriptions) until the count is reached."""
+    random updates (credit status, legal name, account owner, subscriptions) until the count is reached.
+    While customers remain to be created, a step creates one with probability `create_share`."""
     rnd = random.Random(seed)
     erp_rows: dict[int, dict] = {}
     crm_rows: dict[int, dict] = {}
@@ -51,7 +53,7 @@ def generate(changes: int, customers: int, seed: int = 7, rate_per_s: float = 50
         t = int(ts)
         lsn += 64
         tx += 1
-        if created < customers and (created < 1 or rnd.random() < 0.5):
+        if created < customers and (created < 1 or rnd.random() < create_share):
             i = created
             created += 1
             erp_rows[i] = {"id": i, "legal_name": f"Customer {i} GmbH", "tax_id": f"DE{i:09d}", "country": "DE",
@@ -97,3 +99,19 @@ def generate(changes: int, customers: int, seed: int = 7, rate_per_s: float = 50
             yield Envelope("erp.erp.subscriptions", "erp", "postgres", orjson.dumps({"id": i}),
                            _pg("subscriptions", "u" if before else "c", before, after, lsn, t, tx))  # fmt: skip
         emitted += 1
+
+
+def mixed_statement(rnd: random.Random, customer: int, n: int) -> tuple[str, str, tuple]:
+    """One statement of the steady mixed workload (soak run, fault tests) against the demo tables, as
+    (system, SQL, parameters): ERP credit flips, legal-name edits and subscription changes, CRM owner edits."""
+    kind = rnd.random()
+    if kind < 0.35:
+        return ("erp", "UPDATE erp.customers SET credit_status = CASE credit_status WHEN 'ok' THEN 'hold' ELSE 'ok' END "
+                "WHERE id = %s", (customer,))  # fmt: skip
+    if kind < 0.55:
+        return "erp", "UPDATE erp.customers SET legal_name = %s WHERE id = %s", (f"Customer {customer} GmbH r{n}", customer)
+    if kind < 0.7:
+        return ("erp", "INSERT INTO erp.subscriptions (id, customer_id, plan, seats, status) VALUES (%s, %s, 'growth', %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET seats = excluded.seats, status = excluded.status",
+                (customer, customer, rnd.choice([5, 10, 20]), rnd.choice(["active", "cancelled", "active", "pending"])))  # fmt: skip
+    return "crm", "UPDATE accounts SET owner = %s WHERE id = %s", (rnd.choice(["dana", "sam", "kim"]), customer)

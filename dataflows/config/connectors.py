@@ -86,6 +86,13 @@ class ConnectorConfig(_Strict):
     def topic_for(self, table: str) -> str:
         return f"{self.topic_prefix}.{table}"
 
+    @property
+    def heartbeat_topic(self) -> str | None:
+        """Debezium's heartbeat topic for this source, when heartbeats are on."""
+        if int(str(self.debezium.get("heartbeat.interval.ms", 0))) <= 0:
+            return None
+        return f"{self.debezium.get('topic.heartbeat.prefix', '__debezium-heartbeat')}.{self.topic_prefix}"
+
     def table_topics(self) -> dict[str, str]:
         return {table: self.topic_for(table) for table in self.tables}
 
@@ -243,8 +250,10 @@ def load_connectors(directory: Path) -> dict[str, ConnectorConfig]:
 
 
 def capture_topics(connectors: Mapping[str, ConnectorConfig], default_partitions: int) -> dict[str, int]:
-    """Every capture topic the connector files declare, with its partition count."""
-    return {c.topic_for(t): c.partitions or default_partitions for c in connectors.values() for t in c.tables}
+    """Every topic the captures write (tables, and heartbeats when on), with its partition count."""
+    topics = {c.topic_for(t): c.partitions or default_partitions for c in connectors.values() for t in c.tables}
+    topics.update({c.heartbeat_topic: 1 for c in connectors.values() if c.heartbeat_topic})
+    return topics
 
 
 def embedded_properties(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from dataflows.core.dedupe import HighWaterMarks, Verdict
@@ -22,6 +23,42 @@ from dataflows.core.policy import Policy
 from dataflows.core.reorder import Reorderer
 from schemas.v1.events import EventType
 
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A source's capture is alive (a Debezium heartbeat record, sent at `at`); it carries no change."""
+
+    source: str
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StreamReady:
+    """An input stream (a Kafka partition) has been read up to where it stood when the dataflow
+    (re)started; until every stream is, nothing is released (see Reorderer.expect)."""
+
+    stream: Any
+
+
+@dataclass(frozen=True)
+class StreamIdle:
+    """An input stream's reader is at its end and nothing came for the idle timeout: it stops holding
+    the reorder watermark until it delivers again. `judged_at`: wall clock of the reader's judgement."""
+
+    stream: Any
+    judged_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SourceSilent:
+    """A source's heartbeat stream is at its end and no heartbeat came for the idle timeout: its capture
+    or database is down. `judged_at`: wall clock of the reader's judgement."""
+
+    source: str
+    judged_at: float | None = None
+
+
+CoreInput = CanonicalChange | Heartbeat | StreamReady | StreamIdle | SourceSilent
 
 
 @dataclass
@@ -59,7 +96,8 @@ class ConsistencyCore:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         r = policy.reorder
-        self.reorder = Reorderer(r.grace_ms / 1000, r.idle_timeout_ms / 1000, r.max_per_key, r.max_total)
+        self.reorder = Reorderer(r.grace_ms / 1000, r.max_per_key, r.max_total, r.stall_hold_ms / 1000,
+                                 r.idle_timeout_ms / 1000)
         self.marks = HighWaterMarks()
         self.identity = IdentityResolver(policy)
         self.records: dict[str, GoldenRecord] = {}
@@ -77,21 +115,39 @@ class ConsistencyCore:
         stream = change.origin[:2] if change.origin else change.source  # (topic, partition) when from Kafka
         return self._process_all(self.reorder.push(change, key, now, stream))
 
-    def submit_batch(self, changes: list[CanonicalChange], now: float) -> CoreOutput:
-        """Accept several changes at once: each changed golden record is emitted once, in its final state."""
+    def submit_batch(self, changes: list[CoreInput], now: float) -> CoreOutput:
+        """Accept several changes (and what the readers say about their streams) at once: each changed
+        golden record is emitted once, in its final state."""
         released: list[tuple[CanonicalChange, bool]] = []
         for change in changes:
+            if not isinstance(change, CanonicalChange):
+                self._signal(change, now)
+                continue
             self.stats.changes_in += 1
             key = (change.customer_system, change.customer_ref or change.entity_key)
             released += self.reorder.push(change, key, now, change.origin[:2] if change.origin else change.source)
         return self._process_all(released + self.reorder.tick(now))
 
+    def _signal(self, signal: Heartbeat | StreamReady | StreamIdle | SourceSilent, now: float) -> None:
+        if isinstance(signal, Heartbeat):
+            self.reorder.heartbeat(signal.source, now, signal.at)
+        elif isinstance(signal, StreamReady):
+            self.reorder.ready(signal.stream)
+        elif isinstance(signal, StreamIdle):
+            self.reorder.idle(signal.stream, now, signal.judged_at)
+        else:
+            self.reorder.silent(signal.source, now, signal.judged_at)
+
     def tick(self, now: float) -> CoreOutput:
-        """Call periodically: flushes the buffer when the input has been idle."""
+        """Call periodically: releases what quiet streams no longer hold back."""
         return self._process_all(self.reorder.tick(now))
 
     def flush(self, now: float | None = None) -> CoreOutput:
         return self._process_all(self.reorder.flush(now))
+
+    def expect(self, streams: list[Any], now: float) -> None:
+        """Call at every (re)start with the input streams (see Reorderer.expect)."""
+        self.reorder.expect(streams, now)
 
     def _process_all(self, released: list[tuple[CanonicalChange, bool]]) -> CoreOutput:
         out = CoreOutput()

@@ -50,6 +50,11 @@ class ChangeRecord:
     commit_time: datetime
     tx_id: str | None
     snapshot: bool
+    # How much later than commit_time the commit may really have been. The MySQL family's binlog records
+    # whole seconds: the commit lies within that second and before Debezium read it (the envelope's own
+    # ts_ms). Ordering uses that latest possible time, so a change is never ordered before its real
+    # commit, and cannot arrive behind a watermark that other sources moved on meanwhile.
+    commit_resolution_us: int = 0
 
 
 def _payload(document: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -169,6 +174,13 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
     if tx_id is None and isinstance(envelope.get("transaction"), dict):
         tx_id = envelope["transaction"].get("id")
     snapshot = str(src.get("snapshot", "false")).lower() not in ("false", "")
+    ts_us = src.get("ts_us")
+    resolution = 0
+    if dialect == "mysql" and ts_ms % 1000 == 0 and (not isinstance(ts_us, int) or ts_us % 1_000_000 == 0):
+        read_ms = envelope.get("ts_ms")
+        resolution = 999_999
+        if isinstance(read_ms, int) and not isinstance(read_ms, bool) and read_ms >= ts_ms:
+            resolution = min(resolution, (read_ms - ts_ms) * 1000)
     return ChangeRecord(
         source=source,
         table=f"{container}.{table_name}",
@@ -181,4 +193,20 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
         commit_time=EPOCH_DT + timedelta(milliseconds=ts_ms),
         tx_id=None if tx_id is None else str(tx_id),
         snapshot=snapshot or op == "r",
+        commit_resolution_us=resolution,
     )
+
+
+def heartbeat_time(value: bytes | None) -> datetime | None:
+    """When a Debezium heartbeat record (`{"ts_ms": ...}`) was sent; None if it does not say."""
+    try:
+        ts = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        return None
+    ms = ts.get("ts_ms") if isinstance(ts, dict) else None
+    if not isinstance(ms, int) or isinstance(ms, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None

@@ -58,6 +58,7 @@ class CanonicalChange:
     correlation_id: str
     snapshot: bool
     echo: bool = False  # Tidemark's own write-back, captured again: never acted on
+    commit_resolution_us: int = 0  # see ChangeRecord: ordering takes the latest possible commit time
     origin: Any = field(default=None, compare=False)  # where it came from (Kafka coordinates), for the DLQ
 
 
@@ -205,6 +206,7 @@ class TableMapper:
             correlation_id=correlation_id(self.source, record.tx_id, record.position_text),
             snapshot=record.snapshot,
             echo=echo,
+            commit_resolution_us=record.commit_resolution_us,
         )  # fmt: skip
 
 

@@ -25,7 +25,10 @@ class _Strict(BaseModel):
 
 class ReorderPolicy(_Strict):
     grace_ms: int = Field(500, ge=0, description="Watermark = newest commit time seen minus this.")
-    idle_timeout_ms: int = Field(2000, ge=1, description="Wall-clock quiet time after which the buffer flushes.")
+    idle_timeout_ms: int = Field(2000, ge=1, description="Quiet time, once read to its end, after which a stream "
+                                 "stops holding the watermark; a heartbeat stream quiet this long means a stall.")
+    stall_hold_ms: int = Field(60_000, ge=0, description="How long a stalled source's streams go on holding "
+                               "the watermark, so its backlog is ordered when it is back; 0: never.")
     max_per_key: int = Field(1000, ge=1, description="Changes buffered for one customer before early release.")
     max_total: int = Field(200_000, ge=1, description="Changes buffered overall before early release.")
 

@@ -1,20 +1,36 @@
 """Release changes in commit-time order (ties: source, then source position) behind an event-time watermark.
 
 The watermark is the newest commit time seen minus a grace period, taken per input stream (a Kafka
-partition): the slowest stream that delivered within the idle timeout holds it back, so a partition read
-ahead of the others during a backlog cannot make theirs late. It advances with the data, not with the
-wall clock, so a backlog replayed hours later is still ordered (Bytewax's EventClock would mark it late). When nothing arrives for `idle_timeout` of wall-clock time, everything buffered is released, so a
-quiet source still flushes. A change behind the watermark (arriving after something newer was released)
-is released at once and counted as late: downstream merges it by version, it is never dropped.
+partition): the slowest stream holds it back, so a partition read ahead of the others during a backlog
+cannot make theirs late. It advances with the data, not with the wall clock, so a backlog replayed hours
+later is still ordered (Bytewax's EventClock would mark it late).
 
-The buffer is bounded per customer key and overall: when a bound is hit the oldest buffered changes are
-released early, still in order, and counted as overflow.
+A stream stops holding the watermark when its reader reports it `idle`: read up to its end, and nothing
+new for the idle timeout. The reader judges this, not this buffer's clock, because only the reader
+knows whether a stream is quiet or merely not read yet (a busy core sees every stream go silent between
+two of its batches). A source that sends heartbeats (Debezium's heartbeat topic) is told apart from a
+quiet one: when its heartbeat stream goes `silent`, its capture or database is down, and the streams that
+were active at its last sign of life keep holding the watermark, at its last heartbeat at most, for up
+to `stall_hold`, so its backlog is still put in order when it comes back instead of arriving late.
+When it comes back (a heartbeat or a change), the idle marks of its streams are void: its backlog may be
+in any of them, and a reader that judged a stream idle before the backlog was written cannot know. Each
+of them holds again until its reader judges it idle anew, `settle` or more after the return (readers
+repeat their idle reports while a stream stays quiet); a heartbeat may come before the backlog, so the
+first change after it starts the settling again.
+
+After a (re)start nothing is released until every input stream the dataflow reads has been read up to
+where it stood (`expect` and `ready`; for at most `stall_hold`): the first partition read must not run
+ahead of the others. When no stream holds, everything buffered is released. A change behind the watermark (arriving after
+something newer was released) is released at once and counted as late: downstream merges it by version,
+it is never dropped. The buffer is bounded per customer key and overall: when a bound is hit the oldest
+buffered changes are released early, still in order, and counted as overflow.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -27,13 +43,16 @@ class _Change(Protocol):
     source: str
     position: tuple[int, ...]
     commit_time: datetime
+    commit_resolution_us: int
 
 
 OrderKey = tuple[int, str, tuple[int, ...]]  # (commit time in epoch microseconds, source, position)
 
 
 def order_key(change: _Change) -> OrderKey:
-    return ((change.commit_time - _EPOCH) // _MICROSECOND, change.source, change.position)
+    """Latest possible commit time (see ChangeRecord.commit_resolution_us), then source, then position."""
+    us = (change.commit_time - _EPOCH) // _MICROSECOND + change.commit_resolution_us
+    return (us, change.source, change.position)
 
 
 @dataclass
@@ -47,19 +66,39 @@ class ReorderStats:
 
 
 @dataclass
+class _Stream:
+    source: str
+    newest: int  # commit time, epoch microseconds
+    idle_at: float | None = None  # wall clock its reader reported it idle; None: it holds
+
+
+@dataclass
+class _Source:
+    """A source that sends heartbeats: its silence means a stall, not a quiet spell."""
+
+    seen: float  # wall clock of its last heartbeat or change
+    beat: int | None = None  # its newest heartbeat's own time, epoch microseconds
+    silent_since: float | None = None  # wall clock its heartbeat stream was reported silent
+    trust_idle_from: float = 0.0  # wall clock: idle judgements of its streams made earlier are void
+    back_by_heartbeat: bool = False  # back from silence, and no change since: its backlog may still come
+
+
+@dataclass
 class Reorderer:
     grace_s: float
-    idle_timeout_s: float
     max_per_key: int
     max_total: int
+    stall_hold_s: float = 60.0
+    settle_s: float = 2.0  # the readers' idle timeout
     stats: ReorderStats = field(default_factory=ReorderStats)
     _heap: list[tuple[OrderKey, int, Any, Any, float]] = field(default_factory=list)
     _per_key: Counter[Any] = field(default_factory=Counter)
     _seq: int = 0
-    _newest: int | None = None
     _last_released: OrderKey | None = None
-    _last_arrival: float | None = None
-    _streams: dict[Any, list[float]] = field(default_factory=dict)  # stream -> [newest commit us, last seen]
+    _streams: dict[Any, _Stream] = field(default_factory=dict)
+    _sources: dict[str, _Source] = field(default_factory=dict)
+    _pending: set[Any] = field(default_factory=set)  # streams not read up to their end since (re)start
+    _pending_since: float = 0.0
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -67,14 +106,73 @@ class Reorderer:
     def depth(self, key: Any) -> int:
         return self._per_key[key]
 
+    def heartbeat(self, source: str, now: float, at: datetime | None = None) -> None:
+        """`source` is alive at wall-clock `now`; its heartbeat was sent at `at` (if known)."""
+        s = self._sources.setdefault(source, _Source(now))
+        if s.silent_since is not None:
+            self._back(source, s, now, by_heartbeat=True)
+        s.seen = now
+        if at is not None:
+            s.beat = max(s.beat or 0, (at - _EPOCH) // _MICROSECOND)
+
+    def silent(self, source: str, now: float, judged_at: float | None = None) -> None:
+        """The reader of `source`'s heartbeat stream is at its end and nothing came for the idle timeout
+        (judged at wall-clock `judged_at`; a judgement older than its last sign of life is stale)."""
+        s = self._sources.setdefault(source, _Source(now))
+        if s.silent_since is None and (judged_at is None or judged_at >= s.seen):
+            s.silent_since = now
+
+    def idle(self, stream: Any, now: float, judged_at: float | None = None) -> None:
+        """The reader of `stream` is at its end and nothing came for the idle timeout (judged at wall-clock
+        `judged_at`): it stops holding until it delivers again, unless its source came back since."""
+        s = self._streams.get(stream)
+        if s is None or s.idle_at is not None:
+            return
+        src = self._sources.get(s.source)
+        if src is not None and (judged_at if judged_at is not None else now) < src.trust_idle_from:
+            return  # judged before the source's backlog could have been read
+        s.idle_at = now
+
+    def _back(self, name: str, source: _Source, now: float, by_heartbeat: bool) -> None:
+        """`source` shows life after a silence (or its first change after that): void its streams' idle marks."""
+        source.silent_since, source.back_by_heartbeat = None, by_heartbeat
+        source.trust_idle_from = now + self.settle_s
+        for stream in self._streams.values():
+            if stream.source == name:
+                stream.idle_at = None
+
+    def expect(self, streams: Iterable[Any], now: float) -> None:
+        """At (re)start: hold everything until each of `streams` is `ready`. Idle and silent marks
+        restored from a snapshot are void: the readers report again."""
+        self._pending, self._pending_since = set(streams), now
+        for stream in self._streams.values():
+            stream.idle_at = None
+        for source in self._sources.values():
+            source.seen, source.silent_since, source.back_by_heartbeat = now, None, False
+
+    def ready(self, stream: Any) -> None:
+        """`stream` has been read up to where it stood at (re)start (or delivered its first changes)."""
+        self._pending.discard(stream)
+
+    def stalled(self) -> list[str]:
+        """Heartbeat sources whose heartbeat stream is silent."""
+        return sorted(name for name, s in self._sources.items() if s.silent_since is not None)
+
     def push(self, change: _Change, key: Any, now: float, stream: Any = None) -> list[tuple[Any, bool]]:
         """Add a change for customer `key` from input `stream` at wall-clock `now`; return the
         (change, late) pairs to process now."""
-        self._last_arrival = now
         okey = order_key(change)
-        if stream is not None:
-            mark = self._streams.setdefault(stream, [okey[0], now])
-            mark[0], mark[1] = max(mark[0], okey[0]), now
+        stream = stream if stream is not None else change.source
+        mark = self._streams.get(stream)
+        if mark is None:
+            self._streams[stream] = _Stream(change.source, okey[0])
+        else:
+            mark.newest, mark.idle_at = max(mark.newest, okey[0]), None
+        src = self._sources.get(change.source)
+        if src is not None:
+            if src.silent_since is not None or src.back_by_heartbeat:
+                self._back(change.source, src, now, by_heartbeat=False)
+            src.seen = now
         if self._last_released is not None and okey < self._last_released:
             self.stats.late += 1
             self.stats.max_lateness_s = max(self.stats.max_lateness_s, (self._last_released[0] - okey[0]) / 1e6)
@@ -82,24 +180,30 @@ class Reorderer:
         self._seq += 1
         heapq.heappush(self._heap, (okey, self._seq, key, change, now))
         self._per_key[key] += 1
-        if self._newest is None or okey[0] > self._newest:
-            self._newest = okey[0]
         out = self._release_until(self._watermark(now), now)
         while self._heap and (self._per_key[key] > self.max_per_key or len(self._heap) > self.max_total):
             self.stats.overflow += 1
             out.append(self._pop(now))
         return out
 
-    def _watermark(self, now: float) -> int:
-        assert self._newest is not None
-        active = [newest for newest, seen in self._streams.values() if now - seen < self.idle_timeout_s]
-        return (min(active) if active else self._newest) - round(self.grace_s * 1e6)
+    def _watermark(self, now: float) -> int | None:
+        """Commit time up to which changes may go; None: nothing holds, everything may go."""
+        if self._pending and now - self._pending_since < self.stall_hold_s:
+            return -1  # still starting: an input not read yet may hold anything
+        stalled = {name: src for name, src in self._sources.items()
+                   if src.silent_since is not None and now - src.silent_since < self.stall_hold_s}  # fmt: skip
+        # Nothing a stalled source sends later was committed before its last heartbeat.
+        marks = [src.beat for src in stalled.values() if src.beat is not None]
+        for s in self._streams.values():
+            src = stalled.get(s.source)
+            # A stalled source's streams are judged at its last sign of life: idle only if they were before.
+            if s.idle_at is None or (src is not None and s.idle_at >= src.seen):
+                marks.append(s.newest)
+        return min(marks) - round(self.grace_s * 1e6) if marks else None
 
     def tick(self, now: float) -> list[tuple[Any, bool]]:
-        """Release everything when the input has been quiet for the idle timeout."""
-        if self._heap and self._last_arrival is not None and now - self._last_arrival >= self.idle_timeout_s:
-            return self.flush(now)
-        return []
+        """Call periodically: releases what streams that went quiet no longer hold back."""
+        return self._release_until(self._watermark(now), now) if self._heap else []
 
     def flush(self, now: float | None = None) -> list[tuple[Any, bool]]:
         out = []
@@ -107,15 +211,9 @@ class Reorderer:
             out.append(self._pop(now))
         return out
 
-    def oldest_wait(self, now: float) -> float:
-        """Seconds the input has been quiet while changes wait (0 when nothing is buffered)."""
-        if not self._heap or self._last_arrival is None:
-            return 0.0
-        return now - self._last_arrival
-
-    def _release_until(self, watermark: int, now: float) -> list[tuple[Any, bool]]:
+    def _release_until(self, watermark: int | None, now: float) -> list[tuple[Any, bool]]:
         out = []
-        while self._heap and self._heap[0][0][0] <= watermark:
+        while self._heap and (watermark is None or self._heap[0][0][0] <= watermark):
             out.append(self._pop(now))
         return out
 
@@ -129,22 +227,3 @@ class Reorderer:
         self._last_released = okey
         self.stats.released += 1
         return change, False
-
-    def snapshot_state(self) -> dict[str, Any]:
-        """Plain state for recovery snapshots."""
-        return {
-            "heap": list(self._heap),
-            "seq": self._seq,
-            "newest": self._newest,
-            "last_released": self._last_released,
-            "streams": dict(self._streams),
-        }
-
-    def restore_state(self, state: dict[str, Any]) -> None:
-        self._heap = list(state["heap"])
-        heapq.heapify(self._heap)
-        self._per_key = Counter(entry[2] for entry in self._heap)
-        self._seq = state["seq"]
-        self._newest = state["newest"]
-        self._last_released = state["last_released"]
-        self._streams = {k: list(v) for k, v in state["streams"].items()}

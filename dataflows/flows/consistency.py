@@ -22,11 +22,11 @@ from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
 from dataflows.config.connectors import ConnectorConfig, capture_topics
-from dataflows.core.core import ConsistencyCore, CoreOutput
-from dataflows.core.decode import DecodeError, decode
+from dataflows.core.core import ConsistencyCore, CoreInput, CoreOutput, Heartbeat, SourceSilent, StreamIdle, StreamReady
+from dataflows.core.decode import DecodeError, decode, heartbeat_time
 from dataflows.core.mapping import CanonicalChange, MappingError, SourceMapper
 from dataflows.core.policy import Policy
-from dataflows.io.kafka_source import CaptureSource, RawRecord
+from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionReady, RawRecord, Signal
 from dataflows.io.sinks import KafkaOutputSink, WriterSink
 from dataflows.outputs import KafkaOut, dead_letter_out, route
 from dataflows.targets.crm_writeback import CrmWriter
@@ -50,10 +50,20 @@ class Decoder:
 
     def __init__(self, connectors: dict[str, ConnectorConfig], max_record_bytes: int) -> None:
         self.by_prefix = {c.topic_prefix: c for c in connectors.values()}
+        self.heartbeats = {c.heartbeat_topic: c.name for c in connectors.values() if c.heartbeat_topic}
         self.mappers = {c.name: SourceMapper(c) for c in connectors.values()}
         self.max_record_bytes = max_record_bytes
 
-    def __call__(self, raw: RawRecord) -> CanonicalChange | KafkaOut | None:
+    def __call__(self, raw: Signal) -> CoreInput | KafkaOut | None:
+        if isinstance(raw, PartitionReady):
+            return StreamReady((raw.topic, raw.partition))
+        if isinstance(raw, PartitionIdle):
+            source = self.heartbeats.get(raw.topic)
+            if source:
+                return SourceSilent(source, raw.judged_at)
+            return StreamIdle((raw.topic, raw.partition), raw.judged_at)
+        if raw.topic in self.heartbeats:
+            return Heartbeat(self.heartbeats[raw.topic], heartbeat_time(raw.value))
         result = self._decode(raw)
         outcome = "change" if isinstance(result, CanonicalChange) else "tombstone" if result is None else "dead_letter"
         metrics.RECORDS.labels("decode", outcome).inc()
@@ -120,11 +130,12 @@ class CoreMetrics:
         metrics.GOLDEN_CUSTOMERS.set(len(core.records))
 
 
-class CoreLogic(StatefulBatchLogic[CanonicalChange, tuple[str, Any], bytes]):
+class CoreLogic(StatefulBatchLogic[CoreInput, tuple[str, Any], bytes]):
     """The consistency core as one Bytewax stateful step; its snapshot is the pickled core."""
 
-    def __init__(self, policy: Policy, resume: bytes | None) -> None:
-        self.core: ConsistencyCore = pickle.loads(resume) if resume else ConsistencyCore(policy)  # noqa: S301 - our own snapshot
+    def __init__(self, policy: Policy, streams: list[tuple[str, int]], resume: bytes | None) -> None:
+        self.core: ConsistencyCore = pickle.loads(resume) if resume else ConsistencyCore(policy)  # noqa: S301 - ours
+        self.core.expect(streams, time.time())  # every partition is read again from the snapshot's offsets
         self.idle_s = policy.reorder.idle_timeout_ms / 1000
         self.metrics = CoreMetrics()
 
@@ -132,7 +143,7 @@ class CoreLogic(StatefulBatchLogic[CanonicalChange, tuple[str, Any], bytes]):
         self.metrics.publish(self.core)
         return route(out), StatefulBatchLogic.RETAIN
 
-    def on_batch(self, values: list[CanonicalChange]) -> tuple[list[tuple[str, Any]], bool]:
+    def on_batch(self, values: list[CoreInput]) -> tuple[list[tuple[str, Any]], bool]:
         return self._emit(self.core.submit_batch(values, time.time()))
 
     def on_notify(self) -> tuple[list[tuple[str, Any]], bool]:
@@ -158,12 +169,14 @@ def build_flow(config: FlowConfig) -> Dataflow:
     """The dataflow, wired from config; no I/O happens until Bytewax runs it."""
     topics = capture_topics(config.connectors, config.partitions)
     flow = Dataflow("tidemark")
-    raw = op.input("capture", flow, CaptureSource(config.bootstrap, topics, config.group))
+    idle_s = config.policy.reorder.idle_timeout_ms / 1000
+    raw = op.input("capture", flow, CaptureSource(config.bootstrap, topics, config.group, idle_s=idle_s))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))
-    branches = op.branch("split_errors", decoded, lambda x: isinstance(x, CanonicalChange))
+    branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
     keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
     policy = config.policy
-    results = op.stateful_batch("core", keyed, lambda resume: CoreLogic(policy, resume))
+    streams = [(topic, p) for topic, n in topics.items() for p in range(n)]
+    results = op.stateful_batch("core", keyed, lambda resume: CoreLogic(policy, streams, resume))
     routed = op.map("unkey", results, lambda kv: kv[1])
     kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)
     op.output("kafka", kafka_out, KafkaOutputSink(config.bootstrap, config.partitions))

@@ -32,15 +32,44 @@ class RawRecord:
     value: bytes | None
 
 
-class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
-    def __init__(self, bootstrap: str, group: str, tp: TopicPartition, resume: int | None, batch: int) -> None:
-        self.bootstrap, self.group, self.tp, self.batch = bootstrap, group, tp, batch
+@dataclass(frozen=True, slots=True)
+class PartitionReady:
+    """Sent once per partition and start, before or with its first records: it has delivered records,
+    or it was read up to its end. Lets the core tell "not read yet" from "quiet"."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionIdle:
+    """Sent when a partition has been read up to its end and nothing new came for the idle timeout,
+    and again every idle timeout while it stays so. Judged here, at wall-clock `judged_at`, where
+    "quiet" and "not read yet" differ: a busy downstream step cannot tell them apart by its own clock.
+    Repeated because a judgement can go stale: a capture back from an outage writes its backlog into
+    partitions judged idle before it came back, and the core then waits for a fresh judgement."""
+
+    topic: str
+    partition: int
+    judged_at: float
+
+
+Signal = RawRecord | PartitionReady | PartitionIdle
+
+
+class _PartitionReader(StatefulSourcePartition[Signal, int | None]):
+    def __init__(self, bootstrap: str, group: str, tp: TopicPartition, resume: int | None, batch: int,
+                 idle_s: float = 2.0) -> None:  # fmt: skip
+        self.bootstrap, self.group, self.tp, self.batch, self.idle_s = bootstrap, group, tp, batch, idle_s
         self.next_offset = resume
         self.consumer: KafkaConsumer | None = None
         self._retry_at = 0.0
         self._backoff = 0.5
         self._idle_until: datetime | None = None
         self._waiting_logged = False
+        self._ready_sent = False
+        self._delivered_at = time.monotonic()  # of its last record (or its start)
+        self._idle_sent_at: float | None = None  # monotonic
 
     def _connect(self) -> bool:
         """(Re)build the consumer; False while the broker or topic is not there yet."""
@@ -81,7 +110,7 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
         self._idle_until = datetime.now(timezone.utc) + timedelta(seconds=self._backoff)
         self._backoff = min(self._backoff * 2, 2.0)
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[Signal]:
         if self.consumer is None and not self._connect():
             return []
         assert self.consumer is not None
@@ -97,13 +126,26 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
         if records:
             self.next_offset = records[-1].offset + 1
         end = self.consumer.highwater(self.tp)
+        lag = None
         if end is not None:
-            lag = end - (self.next_offset if self.next_offset is not None else 0)
-            metrics.CONSUMER_LAG.labels(self.tp.topic, str(self.tp.partition)).set(max(lag, 0))
+            lag = max(end - (self.next_offset if self.next_offset is not None else 0), 0)
+            metrics.CONSUMER_LAG.labels(self.tp.topic, str(self.tp.partition)).set(lag)
             self._idle_until = None
         else:
             self._idle_until = datetime.now(timezone.utc) + timedelta(milliseconds=50)
-        return [RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+        out: list[Signal] = []
+        if not self._ready_sent and (records or lag == 0):
+            out.append(PartitionReady(self.tp.topic, self.tp.partition))
+            self._ready_sent = True
+        now = time.monotonic()
+        if records:
+            self._delivered_at, self._idle_sent_at = now, None
+        elif (lag == 0 and now - self._delivered_at >= self.idle_s
+              and (self._idle_sent_at is None or now - self._idle_sent_at >= self.idle_s)):  # fmt: skip
+            out.append(PartitionIdle(self.tp.topic, self.tp.partition, time.time()))
+            self._idle_sent_at = now
+        out += [RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+        return out
 
     def next_awake(self) -> datetime | None:
         return self._idle_until
@@ -122,12 +164,15 @@ class _PartitionReader(StatefulSourcePartition[RawRecord, int | None]):
             self.consumer.close()
 
 
-class CaptureSource(FixedPartitionedSource[RawRecord, int | None]):
+class CaptureSource(FixedPartitionedSource[Signal, int | None]):
     """`topics` maps each capture topic to its partition count (known from config: the capture creates
-    topics with it), so partitions can be listed before the topics exist."""
+    topics with it), so partitions can be listed before the topics exist. `idle_s`: see PartitionIdle.
+    `batch` bounds what one partition hands over per poll: Bytewax has no backpressure, and with 2,000
+    a backlog reached the core in batches of 12,000+ changes whose outputs took over 1 GiB at once."""
 
-    def __init__(self, bootstrap: str, topics: dict[str, int], group: str, batch: int = 2000) -> None:
-        self.bootstrap, self.topics, self.group, self.batch = bootstrap, topics, group, batch
+    def __init__(self, bootstrap: str, topics: dict[str, int], group: str, batch: int = 1000,
+                 idle_s: float = 2.0) -> None:  # fmt: skip
+        self.bootstrap, self.topics, self.group, self.batch, self.idle_s = bootstrap, topics, group, batch, idle_s
 
     def list_parts(self) -> list[str]:
         return [f"{t}#{p}" for t, n in sorted(self.topics.items()) for p in range(n)]
@@ -135,4 +180,4 @@ class CaptureSource(FixedPartitionedSource[RawRecord, int | None]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PartitionReader:
         topic, _, partition = for_part.rpartition("#")
         return _PartitionReader(self.bootstrap, self.group, TopicPartition(topic, int(partition)), resume_state,
-                                self.batch)  # fmt: skip
+                                self.batch, self.idle_s)  # fmt: skip

@@ -4,11 +4,12 @@ logged, never a silent hang; it then reads from the start."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
 from kafka import KafkaProducer, TopicPartition
 
-from dataflows.io.kafka_source import _PartitionReader
+from dataflows.io.kafka_source import PartitionIdle, PartitionReady, RawRecord, _PartitionReader
 from dataflows.stack.broker import LocalBroker
 from dataflows.stack.processes import ProcessTable, free_port
 from tests.support.stack import new_home
@@ -16,7 +17,8 @@ from tests.support.stack import new_home
 
 def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
     port = free_port()
-    reader = _PartitionReader(f"127.0.0.1:{port}", "g", TopicPartition("erp.erp.customers", 0), None, 100)
+    reader = _PartitionReader(f"127.0.0.1:{port}", "g", TopicPartition("erp.erp.customers", 0), None, 100,
+                              idle_s=1.0)  # fmt: skip
     caplog.set_level(logging.WARNING, logger="dataflows.io.kafka_source")
     start = time.monotonic()
     assert reader.next_batch() == []
@@ -24,7 +26,8 @@ def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
     assert any("unreachable" in r.getMessage() for r in caplog.records)
     assert reader.next_awake() is not None  # backs off instead of spinning
 
-    table = ProcessTable(new_home())
+    home = new_home()
+    table = ProcessTable(home)
     LocalBroker("kafka", "127.0.0.1", port).start(table)
     try:
         producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}")
@@ -32,12 +35,37 @@ def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
         producer.flush()
         producer.close()
         deadline = time.monotonic() + 30
-        got = []
-        while not got and time.monotonic() < deadline:
+        got: list = []
+        while not any(isinstance(r, RawRecord) for r in got) and time.monotonic() < deadline:
             time.sleep(0.2)
-            got = reader.next_batch()
-        assert [(r.key, r.value, r.offset) for r in got] == [(b"k", b"v", 0)]
+            got += reader.next_batch()
+        # Ready once, with or before its first records: the core then knows it has been read.
+        assert got[0] == PartitionReady("erp.erp.customers", 0)
+        assert [(r.key, r.value, r.offset) for r in got[1:]] == [(b"k", b"v", 0)]
         assert reader.snapshot() == 1  # resume state: the next offset
+        assert not any(isinstance(r, PartitionReady) for r in reader.next_batch())
+
+        # At its end and nothing new for the idle timeout: reported idle, and again every idle timeout
+        # while it stays so (a judgement can go stale); a delivery starts the count again.
+        def idle_reports(seconds: float) -> list[float]:
+            deadline, judged = time.monotonic() + seconds, []
+            while time.monotonic() < deadline:
+                judged += [r.judged_at for r in reader.next_batch() if isinstance(r, PartitionIdle)]
+            return judged
+
+        judged = idle_reports(3.5)  # its last delivery was just before: reports near 1, 2 and 3 s
+        assert len(judged) == 3 and all(b - a >= 1.0 for a, b in zip(judged, judged[1:], strict=False))
+        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}")
+        producer.send("erp.erp.customers", key=b"k2", value=b"v2", partition=0)
+        producer.flush()
+        producer.close()
+        delivered = None
+        while delivered is None:
+            batch = reader.next_batch()
+            delivered = time.time() if any(isinstance(r, RawRecord) for r in batch) else None
+        judged = idle_reports(2.5)
+        assert len(judged) in (1, 2) and judged[0] - delivered >= 0.9
     finally:
         reader.close()
         table.stop("kafka")
+        shutil.rmtree(home, ignore_errors=True)

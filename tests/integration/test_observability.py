@@ -47,7 +47,7 @@ def test_prometheus_scrapes_the_pipeline(pipeline: LocalStack) -> None:
                      60, "a consumer lag series")  # fmt: skip
     assert {r["metric"]["topic"] for r in lag} >= {"erp.erp.customers", "crm.crm.accounts"}
     # Unknown (NaN) until a source's first change or heartbeat; then small, even while the source is idle,
-    # because Debezium's heartbeats (every 10 s) move it on.
+    # because Debezium's heartbeats (every second) move it on.
     source_lag = wait_until(lambda: (r := prom(pipeline, "/api/v1/query", query="tidemark_capture_source_lag_seconds")
                                      ["result"]) and all(float(x["value"][1]) < 60 for x in r) and r, 60, "source lag")  # fmt: skip
     assert {r["metric"]["source"] for r in source_lag} == {"erp", "crm"}

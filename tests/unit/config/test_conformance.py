@@ -9,6 +9,7 @@ import pytest
 from dataflows.config.connectors import connect_config, connector_files, embedded_properties, load_connector
 from dataflows.core.decode import decode
 from dataflows.core.mapping import MappingError, SourceMapper
+from dataflows.core.policy import ReorderPolicy
 from dataflows.settings import project_root
 from tests.support.fixtures import FIXTURES, as_kafka, recorded
 
@@ -27,6 +28,17 @@ def test_connector_renders_for_both_runtimes(path: Path) -> None:
     embedded = embedded_properties(config, Path("/state"), defaults)
     assert "${" not in "".join(embedded.values())  # every reference resolved for the embedded engine
     assert any("${" in v for k, v in connect.items() if "password" in k)  # but kept as a reference for Connect
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_heartbeats_come_faster_than_the_reorder_idle_timeout(path: Path) -> None:
+    """Without a heartbeat well inside the idle timeout the dataflow cannot tell a stalled source from a
+    quiet one: an outage would let the other sources run ahead, and its backlog would arrive late."""
+    config = load_connector(path)
+    assert config.heartbeat_topic == f"__debezium-heartbeat.{config.topic_prefix}"
+    assert int(str(config.debezium["heartbeat.interval.ms"])) * 2 <= ReorderPolicy().idle_timeout_ms
+    if config.dialect == "mysql":  # an idle binlog only yields server heartbeats every 0.8 x keep-alive
+        assert int(str(config.debezium["connect.keep.alive.interval.ms"])) * 0.8 * 2 <= ReorderPolicy().idle_timeout_ms
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)

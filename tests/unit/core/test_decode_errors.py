@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows.core.decode import DecodeError, decode
+from dataflows.core.decode import DecodeError, decode, heartbeat_time
 from tests.support.fixtures import as_kafka, recorded
 
 
@@ -62,6 +63,12 @@ def test_fuzzed_values_raise_only_decode_errors(value: bytes) -> None:
             decode(b'{"id": 1}', value, source="s", dialect=dialect)
         except DecodeError:
             pass
+    heartbeat_time(value)  # a heartbeat's time is read the same forgiving way: a value or None
+
+
+def test_heartbeat_time_is_read_from_the_record() -> None:
+    assert heartbeat_time(b'{"ts_ms": 1767225600123}') == datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
+    assert heartbeat_time(b'{"ts_ms": "soon"}') is None and heartbeat_time(None) is None
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from dataflows.core.decode import decode
 from dataflows.core.mapping import SourceMapper
+from dataflows.core.reorder import order_key
 from tests.support.fixtures import as_kafka, connector, decoded, recorded
 
 CRM = SourceMapper(connector("crm"))
@@ -48,6 +49,12 @@ def test_statements_of_one_transaction_are_ordered_by_binlog_position() -> None:
     assert won.fields == {"opportunity_stage": "won"}
     # MySQL's ts_ms has second precision: commit time alone cannot order these.
     assert contact.commit_time == won.commit_time
+    # and the commit may have been up to a second later, but not after Debezium read it: ordering takes
+    # the earlier of the two.
+    (envelope,) = [r for r in recorded("crm") if r["scenario"] == "transaction"][:1]
+    read_us = envelope["value"]["ts_ms"] * 1000
+    assert contact.commit_time.microsecond == 0 and 0 < contact.commit_resolution_us <= 999_999
+    assert order_key(contact)[0] == min(read_us, envelope["value"]["source"]["ts_ms"] * 1000 + 999_999)
 
 
 def test_primary_key_update_orders_delete_first() -> None:

@@ -41,6 +41,7 @@ def test_insert_maps_every_field_with_exact_decimals() -> None:
     assert rec.op == "c" and rec.table == "erp.customers" and rec.key == {"id": 2}
     assert rec.position_text.startswith("lsn:") and rec.tx_id is not None
     assert rec.commit_time.tzinfo is UTC and rec.commit_time > datetime(2026, 1, 1, tzinfo=UTC)
+    assert rec.commit_resolution_us == 0  # PostgreSQL's commit time is exact to the millisecond Debezium gives
     assert rec.after["created_at"] == "2026-01-02T03:04:05.123456Z"  # ZonedTimestamp, microseconds kept
     change = ERP.map(rec)
     assert change.fields["legal_name"] == "Nordwind AG" and change.fields["tax_id"] == "DE222"

@@ -5,7 +5,9 @@ after it never records progress past data that could still be lost."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Protocol
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -14,16 +16,17 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
-import time
-
 from dataflows import metrics
 from dataflows.outputs import COMPACTED_TOPICS, KafkaOut
 
 log = logging.getLogger(__name__)
 
 
+@lru_cache(maxsize=1 << 16)
 def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, positive), computed here so it is honoured explicitly."""
+    """Kafka's default partitioner (murmur2, positive), computed here so it is honoured explicitly.
+    Cached: a customer's id recurs in its record, events and governance (murmur2 is pure Python here,
+    11% of a backlogged dataflow's time uncached)."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
@@ -48,6 +51,7 @@ class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
         self.partitions = partitions
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, acks="all",
                                       enable_idempotence=True, linger_ms=5, retries=2**31 - 1,
+                                      batch_size=256 * 1024,  # fewer, fuller requests: kafka-python's sender is pure Python
                                       delivery_timeout_ms=120_000, max_request_size=8 * 1024 * 1024)  # fmt: skip
 
     def write_batch(self, items: list[KafkaOut]) -> None:

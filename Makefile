@@ -30,8 +30,12 @@ test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 # Benchmarks (never timed tests): each stage beside a ceiling measured in the same run.
-bench: $(STAMP)
-	$(BIN)/tidemark bench core
+bench: system-deps $(STAMP)
+	$(BIN)/tidemark bench all
+
+# 15 minutes of steady mixed traffic, memory of every process sampled every 30 s (not in CI).
+soak: system-deps $(STAMP)
+	$(BIN)/tidemark soak --minutes 15
 
 up: system-deps $(STAMP)
 	$(BIN)/tidemark up

@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from dataflows.bench.report import RUNNERS
 from dataflows.config.connectors import (
     ConnectorConfigError,
     connect_config,
@@ -219,20 +220,31 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import os
-    import platform
+    from dataflows.bench.report import BENCHES, machine
 
-    from dataflows.bench.core_bench import run
-
-    if args.what != "core":
-        print(f"error: no benchmark {args.what!r} yet (available: core)", file=sys.stderr)
-        return 2
-    result = run(changes=args.changes, customers=args.customers, runs=args.runs)
-    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-    print(f"core: {result.core_per_s:,.0f} changes/s (median of {result.runs}) for {result.changes:,} changes over "
-          f"{result.customers:,} customers; same-run ceiling {result.ceiling_per_s:,.0f}/s; "
-          f"ratio {result.ratio:.1%}; {machine}")  # fmt: skip
+    print(f"machine: {machine()}", flush=True)
+    for what in BENCHES if args.what == "all" else (args.what,):
+        for line in RUNNERS[what](args.quick):
+            print(line, flush=True)
     return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from dataflows.bench.report import MIB, machine
+    from dataflows.bench.soak import GROWS_BY_DESIGN, run
+
+    print(f"machine: {machine()}", flush=True)
+    r = run(minutes=args.minutes, rate=args.rate, echo=lambda line: print(line, flush=True))
+    print(f"soak: {r.minutes:g} min of mixed ERP and CRM traffic, {r.statements:,} statements "
+          f"({r.statements / (r.minutes * 60):,.0f}/s achieved of {r.rate}/s asked)")
+    for name in sorted(r.samples):
+        start, end = r.growth(name)
+        verdict = "holds every record in memory" if name in GROWS_BY_DESIGN else "flat" if r.flat(name) else "GROWING"
+        print(f"  {name:<14} RSS after warm-up {start / MIB:,.0f} MiB, at the end {end / MIB:,.0f} MiB: {verdict}")
+    drained = f"{r.drained_after_s:.0f} s" if r.drained_after_s is not None else "NOT within 300 s"
+    print(f"  lag and reorder buffer back to zero {drained} after the load stopped; {r.dead_letters} dead letters")
+    ok = r.drained_after_s is not None and all(r.flat(n) for n in r.samples if n not in GROWS_BY_DESIGN)
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,11 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dlq_show)
 
     p = sub.add_parser("bench", help="measure a stage beside its ceiling (see README)")
-    p.add_argument("what", choices=["core"], help="what to measure")
-    p.add_argument("--changes", type=int, default=200_000)
-    p.add_argument("--customers", type=int, default=20_000)
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("what", choices=["all", *RUNNERS], help="what to measure (all: every one but profile)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs: checks the harness, not figures")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("soak", help="steady mixed traffic through a scratch stack, memory sampled (see README)")
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--rate", type=int, default=300, help="changes per second")
+    p.set_defaults(func=cmd_soak)
 
     from dataflows.demo import add_demo_parser
 

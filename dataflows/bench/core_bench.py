@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import orjson
 
 from dataflows.bench.workload import Envelope, generate
 from dataflows.config.connectors import load_connectors
-from dataflows.core.core import ConsistencyCore
+from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.decode import decode
 from dataflows.core.mapping import SourceMapper
 from dataflows.core.policy import build_policy
@@ -45,7 +46,8 @@ def ceiling(envelopes: list[Envelope]) -> float:
     return len(envelopes) / (time.perf_counter() - start)
 
 
-def core_pass(envelopes: list[Envelope]) -> tuple[float, ConsistencyCore]:
+def core_pass(envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] | None = None) -> tuple[float, ConsistencyCore]:
+    """Changes/s of one pass through a fresh core; `outputs` (outside the timing's intent) sees each output."""
     connectors = load_connectors(Settings().connectors_dir)
     mappers = {name: SourceMapper(c) for name, c in connectors.items()}
     core = ConsistencyCore(build_policy(connectors.values()))
@@ -56,9 +58,20 @@ def core_pass(envelopes: list[Envelope]) -> tuple[float, ConsistencyCore]:
         for e in envelopes[i : i + BATCH]:
             record = decode(e.key, e.value, source=e.source, dialect=e.dialect)
             batch.append(mappers[e.source].map(record))  # type: ignore[arg-type]
-        core.submit_batch(batch, now)
-    core.flush(now)
+        out = core.submit_batch(batch, now)
+        if outputs is not None:
+            outputs(out)
+    out = core.flush(now)
+    if outputs is not None:
+        outputs(out)
     return len(envelopes) / (time.perf_counter() - start), core
+
+
+def offline_events(envelopes: list[Envelope]) -> set[str]:
+    """Ids of the lifecycle events one core derives from these envelopes in commit order."""
+    ids: set[str] = set()
+    core_pass(envelopes, lambda out: ids.update(e["event_id"] for e in out.events))
+    return ids
 
 
 def run(changes: int = 200_000, customers: int = 20_000, runs: int = 5) -> CoreResult:

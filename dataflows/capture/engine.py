@@ -61,7 +61,7 @@ def _completion_callback(sink: Completion) -> Any:
     return _Callback()
 
 
-class _Engine(DebeziumEngine):
+class CaptureEngine(DebeziumEngine):
     """pydbzengine's engine, plus a completion callback so failures are never silent."""
 
     def __init__(self, *args: Any, completion: Completion, **kwargs: Any) -> None:
@@ -179,7 +179,7 @@ def run_capture(
     log4j = log4j_config(state_dir / "log4j2.properties", log_dir / f"capture-{source}.jvm.log")
     writer = connect_with_retry(KafkaBatchWriter, bootstrap, partitions, client_id=f"tidemark-capture-{source}")
     completion = Completion()
-    engine = _Engine(
+    engine = CaptureEngine(
         properties,
         KafkaForwardingHandler(writer, status, observed),
         # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.

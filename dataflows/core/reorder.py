@@ -9,9 +9,10 @@ A stream stops holding the watermark when its reader reports it `idle`: read up 
 new for the idle timeout. The reader judges this, not this buffer's clock, because only the reader
 knows whether a stream is quiet or merely not read yet (a busy core sees every stream go silent between
 two of its batches). A source that sends heartbeats (Debezium's heartbeat topic) is told apart from a
-quiet one: when its heartbeat stream goes `silent`, its capture or database is down, and the streams that
-were active at its last sign of life keep holding the watermark, at its last heartbeat at most, for up
-to `stall_hold`, so its backlog is still put in order when it comes back instead of arriving late.
+quiet one: its idle streams stop holding only once it has shown life (a heartbeat or a change) after
+they went idle; when its heartbeat stream goes `silent`, its capture or database is down, and the streams
+that were active at its last sign of life keep holding the watermark, at its last heartbeat at most, for
+up to `stall_hold`, so its backlog is still put in order when it comes back instead of arriving late.
 When it comes back (a heartbeat or a change), the idle marks of its streams are void: its backlog may be
 in any of them, and a reader that judged a stream idle before the backlog was written cannot know. Each
 of them holds again until its reader judges it idle anew, `settle` or more after the return (readers
@@ -195,9 +196,16 @@ class Reorderer:
         # Nothing a stalled source sends later was committed before its last heartbeat.
         marks = [src.beat for src in stalled.values() if src.beat is not None]
         for s in self._streams.values():
-            src = stalled.get(s.source)
-            # A stalled source's streams are judged at its last sign of life: idle only if they were before.
-            if s.idle_at is None or (src is not None and s.idle_at >= src.seen):
+            if s.idle_at is None:
+                marks.append(s.newest)
+                continue
+            src = self._sources.get(s.source)
+            if src is None or (src.silent_since is not None and s.source not in stalled):
+                continue  # no heartbeats to judge by, or stalled for longer than the hold
+            # A heartbeat source's stream is quiet only once the source showed life after it went idle:
+            # its data streams go idle up to a heartbeat interval before its heartbeat stream goes
+            # silent, and until then a dead capture looks like a quiet one.
+            if s.idle_at >= src.seen:
                 marks.append(s.newest)
         return min(marks) - round(self.grace_s * 1e6) if marks else None
 

@@ -359,3 +359,34 @@ def test_a_source_back_from_an_outage_holds_only_until_its_streams_are_judged_id
         feed.heartbeat("erp", t, at(t))
         released = feed.tick(t)
     assert 12.0 <= t <= 14.0 + 0.1  # settling (2 s) plus at most one more idle report period
+
+
+@given(st.floats(0.0, 0.9), st.floats(3.0, 20.0), st.lists(st.integers(1, 1000), min_size=1, max_size=10))
+def test_a_dead_source_never_looks_quiet_before_its_heartbeats_stop(gap_s: float, outage_s: float,
+                                                                    backlog: list[int]) -> None:  # fmt: skip
+    """ERP's last change is read `gap_s` before its last heartbeat; then its capture dies. Its data stream
+    is judged idle up to a heartbeat interval before its heartbeat stream is judged silent: in between
+    it must still hold, or CRM's changes pass what ERP committed meanwhile."""
+    r = buffer(stall_hold_s=60.0, max_per_key=10_000)
+    feed = Readers(r)
+    out: list[tuple[C, bool]] = []
+    last_change = 5.0
+    for i in range(0, 51):  # both deliver every 100 ms until t=5
+        t = i / 10
+        feed.heartbeat("erp", t, at(t))
+        feed.heartbeat("crm", t, at(t))
+        out += feed.push(c(i * 100, "erp", i), "k", now=t, stream="erp.customers")
+        out += feed.push(c(i * 100, "crm", i), "k", now=t, stream="crm.accounts")
+    feed.heartbeat("erp", last_change + gap_s, at(last_change + gap_s))  # its last sign of life
+    t, back_at = last_change, last_change + gap_s + outage_s
+    while t < back_at:
+        t = round(t + 0.1, 1)
+        feed.heartbeat("crm", t, at(t))
+        out += feed.push(c(round(t * 1000), "crm", round(t * 10)), "k", now=t, stream="crm.accounts")
+        out += feed.tick(t)
+    feed.heartbeat("erp", t, at(t))
+    for j, ms in enumerate(sorted(backlog)):  # committed after its last heartbeat, delivered when back
+        out += feed.push(c(round((last_change + gap_s) * 1000) + ms, "erp", 100 + j), "k", now=t, stream="erp.customers")
+    out += r.flush()
+    assert r.stats.late == 0
+    assert [order_key(x) for x, _ in out] == sorted(order_key(x) for x, _ in out)

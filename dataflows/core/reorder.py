@@ -21,9 +21,9 @@ first change after it starts the settling again.
 
 After a (re)start nothing is released until every input stream the dataflow reads has been read up to
 where it stood (`expect` and `ready`; for at most `stall_hold`): the first partition read must not run
-ahead of the others. When no stream holds, everything buffered is released. A change behind the watermark (arriving after
-something newer was released) is released at once and counted as late: downstream merges it by version,
-it is never dropped. The buffer is bounded per customer key and overall: when a bound is hit the oldest
+ahead of the others. When no stream holds, everything buffered is released. A change behind the
+watermark (arriving after something newer was released) is released at once and counted as late:
+downstream merges it by version, it is never dropped. The buffer is bounded per customer key and overall: when a bound is hit the oldest
 buffered changes are released early, still in order, and counted as overflow.
 """
 

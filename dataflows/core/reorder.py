@@ -1,4 +1,4 @@
-"""Release changes in commit-time order (ties: source, then source position) behind an event-time watermark.
+"""Release changes in commit-time order (ties: source, source position, table, row key) behind a watermark.
 
 The watermark is the newest commit time seen minus a grace period, taken per input stream (a Kafka
 partition): the slowest stream holds it back, so a partition read ahead of the others during a backlog
@@ -42,18 +42,24 @@ _MICROSECOND = timedelta(microseconds=1)
 
 class _Change(Protocol):
     source: str
+    table: str
+    entity_key: str
     position: tuple[int, ...]
     commit_time: datetime
     commit_resolution_us: int
 
 
-OrderKey = tuple[int, str, tuple[int, ...]]  # (commit time in epoch microseconds, source, position)
+# (commit time in epoch microseconds, source, position, table, row key)
+OrderKey = tuple[int, str, tuple[int, ...], str, str]
 
 
 def order_key(change: _Change) -> OrderKey:
-    """Latest possible commit time (see ChangeRecord.commit_resolution_us), then source, then position."""
+    """Latest possible commit time (see ChangeRecord.commit_resolution_us), then source, then position,
+    then table and row key: every row one snapshot reads shares its time and position, and without them
+    the order of those rows (and so which one creates a golden customer) would follow arrival order,
+    which differs between a replay and the first run."""
     us = (change.commit_time - _EPOCH) // _MICROSECOND + change.commit_resolution_us
-    return (us, change.source, change.position)
+    return (us, change.source, change.position, change.table, change.entity_key)
 
 
 @dataclass

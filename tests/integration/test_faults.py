@@ -126,7 +126,9 @@ def actual(stack: LocalStack) -> dict[str, tuple]:
 
 
 def _brief(events: list[dict[str, Any]]) -> list[tuple]:
-    return sorted((e["occurred_at"], e["event_type"], e["customer_id"][:8], e["source_position"]) for e in events)[:6]
+    """Enough to tell two events apart: the change that caused it is part of an event's id."""
+    return sorted((e["occurred_at"], e["event_type"], e["customer_id"][:8], e["source_position"],
+                   e["causation_id"][:8]) for e in events)[:6]  # fmt: skip
 
 
 class Checker:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from dataflows.stack.local import LocalStack
-from tests.support.stack import make_settings, new_home
+from dataflows.stack.scratch import make_settings, new_home
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from dataflows.bench.core_bench import offline_events
 from dataflows.bench.workload import Envelope, generate
 from dataflows.io.sinks import ensure_topics
+from dataflows.memory import rss_bytes
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
-from dataflows.stack.processes import rss_bytes
 from dataflows.stack.scratch import scratch_stack
 
 

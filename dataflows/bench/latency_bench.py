@@ -28,7 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
-from dataflows.stack.scrape import dataflow_detail, scrape
+from dataflows.stack.scrape import dataflow_detail, drained, scrape
 from dataflows.stack.scratch import scratch_stack
 
 CUSTOMERS = 5_000
@@ -133,15 +133,14 @@ def settle(url: str, clock: EventClock, limit_s: float = 900.0) -> None:
     seconds more for the last events to reach the topic."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        detail = dataflow_detail(url)
-        if detail and detail["consumer_lag_messages"] == 0 and detail["reorder_buffer_depth"] == 0:
+        if drained(dataflow_detail(url)):
             break
         clock.poll(1.0)
     clock.poll(3.0)
 
 
 def measure(stack: LocalStack, clock: EventClock, rate: int, seconds: float) -> LatencyStep:
-    url = f"http://{stack.settings.metrics_host}:{stack.dataflow_metrics_port(0)}/metrics"
+    url = stack.dataflow_metrics_url()
     waited_before = _reorder_wait(url)
     writer = Writer(stack, rate, seconds, seed=rate)
     start = time.time()
@@ -168,7 +167,7 @@ def run(steady: tuple[int, ...] = (500, 2000), seconds: float = 60.0, ramp: tupl
             cur.executemany("INSERT INTO erp.customers (id, legal_name, tax_id, country) VALUES (%s, %s, %s, 'DE')",
                             [(i, f"Latency {i} GmbH", f"LAT{i}") for i in range(CUSTOMERS)])  # fmt: skip
         clock = EventClock(stack.settings.kafka_bootstrap)
-        settle(f"http://{stack.settings.metrics_host}:{stack.dataflow_metrics_port(0)}/metrics", clock)
+        settle(stack.dataflow_metrics_url(), clock)
         # The creates are through; the warm-up below is not measured.
         measure(stack, clock, 200, 10)
         steady_steps = [measure(stack, clock, rate, seconds) for rate in steady]

@@ -15,7 +15,6 @@ its time."""
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import itertools
 import multiprocessing
@@ -27,8 +26,8 @@ from dataflows.bench.capture_bench import insert_customers
 from dataflows.bench.dataflow_bench import preload
 from dataflows.bench.workload import generate
 from dataflows.io.sinks import ensure_topics
+from dataflows.memory import return_free_memory, rss_bytes
 from dataflows.stack.local import LocalStack, capture_process_name, read_capture_status
-from dataflows.stack.processes import rss_bytes
 from dataflows.stack.scrape import scrape
 from dataflows.stack.scratch import scratch_stack
 
@@ -50,7 +49,7 @@ def dataflow_memory(customers: int, timeout_s: float = 10_800) -> MemoryRun:
         preload(stack.settings.kafka_bootstrap, generate(2 * customers, customers, create_share=1.0))
         stack.start_dataflow(echo=lambda _l: None)
         started = time.monotonic()
-        url = f"http://{stack.settings.metrics_host}:{stack.dataflow_metrics_port(0)}/metrics"
+        url = stack.dataflow_metrics_url()
         while time.monotonic() - started < timeout_s:
             golden = scrape(url).get("tidemark_golden_customers")
             if golden and golden[0][1] >= customers:
@@ -95,7 +94,7 @@ def capture_memory(customers: int, timeout_s: float = 3600) -> MemoryRun:
 
 def _trimmed_rss() -> int:
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return_free_memory()
     return rss_bytes(os.getpid())
 
 

@@ -14,16 +14,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from dataflows.bench.report import MIB
 from dataflows.bench.workload import mixed_statement
+from dataflows.memory import rss_bytes
 from dataflows.stack.local import LocalStack
-from dataflows.stack.processes import rss_bytes
-from dataflows.stack.scrape import dataflow_detail
+from dataflows.stack.scrape import dataflow_detail, drained
 from dataflows.stack.scratch import scratch_stack
 
 CUSTOMERS = 2_000
 GROWS_BY_DESIGN = {"kafka"}  # the in-memory local broker holds every record
 FIRST_ID = 700_000  # clear of the demo rows `tidemark up` seeds
-MIB = 1024 * 1024
 
 
 class MixedWriter(threading.Thread):
@@ -108,10 +108,10 @@ def run(minutes: float = 15.0, rate: int = 300, sample_s: float = 30.0, echo=pri
         writer.join(timeout=30)
         result.statements = writer.done
         stopped = time.monotonic()
-        url = f"http://{stack.settings.metrics_host}:{stack.dataflow_metrics_port(0)}/metrics"
+        url = stack.dataflow_metrics_url()
         while time.monotonic() - stopped < 300:
             detail = dataflow_detail(url)
-            if detail and detail["consumer_lag_messages"] == 0 and detail["reorder_buffer_depth"] == 0:
+            if drained(detail):
                 result.drained_after_s = time.monotonic() - stopped
                 result.dead_letters = detail["dead_letters"]
                 break

@@ -102,6 +102,9 @@ class LocalStack:
     def dataflow_metrics_port(self, process_id: int) -> int:
         return self.settings.metrics_port + process_id
 
+    def dataflow_metrics_url(self, process_id: int = 0) -> str:
+        return f"http://{self.settings.metrics_host}:{self.dataflow_metrics_port(process_id)}/metrics"
+
     def capture_state_dir(self, source: str) -> Path:
         return self.home / "capture" / source
 
@@ -219,9 +222,7 @@ class LocalStack:
         env = {**os.environ, **self.settings_environment()}
         for i, name in enumerate(names):
             argv = [sys.executable, "-m", "dataflows.cli", "run", "--process-id", str(i), "--processes", str(len(names))]
-            port = self.dataflow_metrics_port(i)
-            self.table.spawn(name, argv, env=env, cwd=self.home,
-                             endpoint={"metrics": f"http://{self.settings.metrics_host}:{port}/metrics"})
+            self.table.spawn(name, argv, env=env, cwd=self.home, endpoint={"metrics": self.dataflow_metrics_url(i)})
         echo(f"{'dataflow':<12} started ({len(names)} process(es); logs: {self.table.log_dir / 'dataflow-0.log'})")
 
     def start_capture(self, source: str) -> None:

@@ -37,17 +37,6 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-def rss_bytes(pid: int, field: str = "VmRSS") -> int:
-    """Resident memory of a process (VmRSS; VmHWM for its peak), 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def is_alive(record: ProcessRecord) -> bool:
     """True only when the recorded process itself is still running (not a zombie, not a reused pid)."""
     return _start_ticks(record.pid) == record.start_ticks

@@ -56,6 +56,11 @@ def dataflow_detail(url: str | None) -> dict[str, Any]:
     }
 
 
+def drained(detail: dict[str, Any]) -> bool:
+    """A dataflow's `dataflow_detail`: it has read every capture record and released its reorder buffer."""
+    return bool(detail) and detail["consumer_lag_messages"] == 0 and detail["reorder_buffer_depth"] == 0
+
+
 def last_error_line(log: Path, tail_bytes: int = 64 * 1024) -> str | None:
     """The newest ERROR or exception line of a log (only its tail is read)."""
     try:

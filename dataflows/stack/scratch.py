@@ -1,5 +1,5 @@
 """Throw-away stacks for tests, benchmarks and the soak run: a private home, free ports, torn down and
-removed afterwards. Local processes here; the testcontainers path is tests' business (tests/support)."""
+removed afterwards. Every service runs as a local process (no Docker engine on these machines)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 
 from dataflows.stack.local import LocalStack, capture_process_name
+from dataflows.stack.scratch import scratch_stack, wait_capture_running
 from tests.support.kafka import TopicReader
-from tests.support.stack import running_stack, wait_capture_running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,5 +60,5 @@ def reader(stack: LocalStack) -> Iterator[type[TopicReader]]:
 def pipeline() -> Iterator[LocalStack]:
     """A whole stack of its own, as `tidemark up` starts it: databases, broker, captures, the dataflow
     and Prometheus."""
-    with running_stack("tidemark-flow-", snapshot_interval_s=1.0) as stack:
+    with scratch_stack("tidemark-flow-", snapshot_interval_s=1.0) as stack:
         yield stack

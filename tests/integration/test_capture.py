@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 
 from dataflows.stack.local import LocalStack, capture_process_name
+from dataflows.stack.scratch import wait_capture_running
 from tests.support.kafka import Message
-from tests.support.stack import wait_capture_running
 
 
 def _rows(messages: list[Message], key: int) -> list[Message]:

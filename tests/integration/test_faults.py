@@ -28,8 +28,8 @@ from dataflows.core.policy import build_policy
 from dataflows.core.reorder import order_key
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack, capture_process_name
+from dataflows.stack.scratch import scratch_stack
 from tests.support.kafka import TopicReader
-from tests.support.stack import running_stack
 from tests.support.waiting import wait_until
 
 CUSTOMERS = 150
@@ -39,7 +39,7 @@ CAPTURE_TOPICS = [f"erp.erp.{t}" for t in ("customers", "billing_accounts", "sub
 
 @pytest.fixture(scope="module")
 def faulty() -> Iterator[LocalStack]:
-    with running_stack("tidemark-faults-", snapshot_interval_s=1.0) as stack:
+    with scratch_stack("tidemark-faults-", snapshot_interval_s=1.0) as stack:
         yield stack
 
 

@@ -12,7 +12,7 @@ from kafka import KafkaProducer, TopicPartition
 from dataflows.io.kafka_source import PartitionIdle, PartitionReady, RawRecord, _PartitionReader
 from dataflows.stack.broker import LocalBroker
 from dataflows.stack.processes import ProcessTable, free_port
-from tests.support.stack import new_home
+from dataflows.stack.scratch import new_home
 
 
 def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:

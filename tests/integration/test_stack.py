@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from dataflows.stack.local import LocalStack
-from tests.support.stack import make_settings, new_home, wait_capture_running
+from dataflows.stack.scratch import make_settings, new_home, wait_capture_running
 
 
 def _cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:

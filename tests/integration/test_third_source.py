@@ -17,7 +17,7 @@ from dataflows.core.mapping import SourceMapper
 from dataflows.core.policy import build_policy
 from dataflows.settings import project_root
 from dataflows.stack.local import LocalStack, capture_process_name
-from tests.support.stack import wait_capture_running
+from dataflows.stack.scratch import wait_capture_running
 
 BILLING_YAML = """\
 # A billing system's PostgreSQL database: subscriptions keyed by the ERP customer they bill.

@@ -321,8 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_soak)
 
     from dataflows.demo import add_demo_parser
+    from dataflows.stewardship import add_identity_parser
 
     add_demo_parser(sub)
+    add_identity_parser(sub)
     return parser
 
 

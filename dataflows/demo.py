@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer
 
+from dataflows.bench.workload import vat_de
 from dataflows.outputs import CUSTOMERS_TOPIC, DLQ_TOPIC, GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
 from dataflows.settings import Settings
 from dataflows.stack.local import LocalStack
@@ -21,7 +22,7 @@ Step = tuple[str, str, str, tuple[Any, ...]]  # (system, description, SQL, param
 def scenario(tag: str) -> list[Step]:
     """One customer from prospect to credit hold and back; `tag` keeps repeated runs apart."""
     name = f"Acme Analytics {tag}"
-    tax = f"DE{tag}"
+    tax = vat_de(int(tag))  # a valid VAT number: identity links by checked tax ids only
     return [
         ("crm", "sales creates a prospect account",
          "INSERT INTO accounts (name, domain, industry, owner, stage, tax_id, country) "

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
+from stdnum.iso7064 import mod_11_10
 
 EPOCH_MS = 1_780_000_000_000
 
@@ -19,6 +20,13 @@ class Envelope:
     dialect: str
     key: bytes
     value: bytes
+
+
+def vat_de(n: int) -> str:
+    """The n-th valid German VAT number (check digit by ISO 7064 Mod 11,10, as the tax office computes it):
+    generated customers carry tax ids that identity resolution accepts as real."""
+    body = f"{10_000_000 + n % 90_000_000:08d}"
+    return f"DE{body}{mod_11_10.calc_check_digit(body)}"
 
 
 def _pg(table: str, op: str, before: dict | None, after: dict, lsn: int, ts: int, tx: int) -> bytes:
@@ -56,14 +64,14 @@ def generate(changes: int, customers: int, seed: int = 7, rate_per_s: float = 50
         if created < customers and (created < 1 or rnd.random() < create_share):
             i = created
             created += 1
-            erp_rows[i] = {"id": i, "legal_name": f"Customer {i} GmbH", "tax_id": f"DE{i:09d}", "country": "DE",
+            erp_rows[i] = {"id": i, "legal_name": f"Customer {i} GmbH", "tax_id": vat_de(i), "country": "DE",
                            "payment_terms": "NET30", "credit_limit": "10000.00", "credit_status": "ok", "status": "active",
                            "notes": None, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
             yield Envelope("erp.erp.customers", "erp", "postgres", orjson.dumps({"id": i}),
                            _pg("customers", "c", None, erp_rows[i], lsn, t, tx))  # fmt: skip
             pos += 311
             crm_rows[i] = {"id": i, "name": f"Customer {i}", "domain": f"c{i}.example", "industry": "software",
-                           "owner": "dana", "stage": "prospect", "tax_id": f"DE{i:09d}", "country": "DE",
+                           "owner": "dana", "stage": "prospect", "tax_id": vat_de(i), "country": "DE",
                            "erp_customer_id": i, "lifecycle_status": None, "credit_status": None,
                            "tidemark_version": None, "updated_at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
             yield Envelope("crm.crm.accounts", "crm", "mysql", orjson.dumps({"id": i}),

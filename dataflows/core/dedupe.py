@@ -46,3 +46,13 @@ class HighWaterMarks:
         if snapshot:
             self.stats.stale_snapshots += 1
         return Verdict.STALE
+
+    def get(self, source: str, table: str, row_key: str) -> tuple[int, ...] | None:
+        return self._marks.get((source, table, row_key))
+
+    def restore(self, source: str, table: str, row_key: str, mark: tuple[int, ...] | None) -> None:
+        """Put a row's mark back (its change failed to apply, so a replay of it must not be a duplicate)."""
+        if mark is None:
+            self._marks.pop((source, table, row_key), None)
+        else:
+            self._marks[(source, table, row_key)] = mark

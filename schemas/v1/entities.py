@@ -83,6 +83,17 @@ class CustomerProfileV1(_Canonical):
     erp_customer_id: str | None = Field(None, description="Crosswalk: the ERP customer a CRM account names.")
 
 
+class IdentityLinkV1(BaseModel):
+    """One accepted piece of identity evidence: source customers a and b are one company by `rule`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: str = Field(description="steward, crosswalk, or a match rule's name.")
+    a: str = Field(description="'system:id'")
+    b: str
+    values: list[str] = Field(default_factory=list, description="The normalized values that matched.")
+
+
 class CustomerV1(CustomerProfileV1):
     """The golden customer: one per real-world customer, across CRM and ERP."""
 
@@ -90,6 +101,8 @@ class CustomerV1(CustomerProfileV1):
     lifecycle_status: LifecycleStatus
     source_ids: dict[str, list[str]] = Field(description="Source-local ids per system, e.g. {'crm': ['7']}.")
     match_rules: list[str] = Field(default_factory=list, description="Identity rules that linked the sources.")
+    links: list[IdentityLinkV1] = Field(default_factory=list, description="The evidence linking its source "
+                                        "customers (what `tidemark identity explain` shows).")
     contacts: dict[str, ContactV1] = Field(default_factory=dict)
     billing_accounts: dict[str, BillingAccountV1] = Field(default_factory=dict)
     subscriptions: dict[str, SubscriptionV1] = Field(default_factory=dict)

@@ -24,6 +24,8 @@ class EventType(StrEnum):
     ACCOUNT_REACTIVATED = "AccountReactivated"
     ACCOUNT_CLOSED = "AccountClosed"
     CUSTOMER_MERGED = "CustomerMerged"
+    CUSTOMER_RELINKED = "CustomerRelinked"
+    CUSTOMER_SPLIT = "CustomerSplit"
     LIFECYCLE_STATUS_CHANGED = "LifecycleStatusChanged"
 
 
@@ -50,3 +52,24 @@ class CustomerMergedPayloadV1(BaseModel):
     merged_customer_id: str = Field(description="The id that stops being used.")
     surviving_customer_id: str
     rule: str = Field(description="The identity rule that proved the two are one.")
+
+
+class CustomerRelinkedPayloadV1(BaseModel):
+    """A source customer moved from one golden customer to another (its crosswalk changed, a value that
+    linked it changed, or a steward split or joined it). Both golden customers stay."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_ref: str = Field(description="The moved source customer, 'system:id'.")
+    from_customer_id: str
+    to_customer_id: str
+
+
+class CustomerSplitPayloadV1(BaseModel):
+    """A golden customer was found to hold more than one company: `source_refs` now form this new one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split_from_customer_id: str
+    source_refs: list[str]
+    requested_by: str | None = Field(None, description="The data steward, when a steward's split caused it.")

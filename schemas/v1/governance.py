@@ -14,6 +14,8 @@ class GovernanceDecision(StrEnum):
     CONFLICT = "conflict"  # from a non-owner, advisory: recorded, not applied
     REJECTED = "rejected"  # from a non-owner under policy reject, or a derived field
     STALE = "stale"  # older than the value already applied (arrived late): not applied
+    IDENTITY_CONFLICT = "identity_conflict"  # evidence refused: the two records are provably different companies
+    INVALID_IDENTIFIER = "invalid_identifier"  # a placeholder or invalid identifier: links nothing (data quality)
 
 
 class GovernanceRecordV1(BaseModel):

@@ -36,7 +36,7 @@ def types(out: CoreOutput) -> list[str]:
 def test_full_lifecycle(run) -> None:
     world, core, step = run
     out = step("crm", "accounts", 7, {"name": "Acme", "domain": "acme.example", "stage": "prospect",
-                                       "tax_id": "DE 999", "country": "FR", "owner": "dana"})  # fmt: skip
+                                       "tax_id": "DE 136 695 976", "country": "FR", "owner": "dana"})  # fmt: skip
     assert types(out) == ["CustomerCreated"]
     customer_id = out.events[0]["customer_id"]
     assert out.customers[-1][0]["lifecycle_status"] == "prospect"
@@ -47,7 +47,7 @@ def test_full_lifecycle(run) -> None:
     assert types(step("crm", "opportunities", 70, {"stage": "won"})) == [
         "OpportunityWon", "LifecycleStatusChanged", "CustomerOnboarded"]
 
-    out = step("erp", "customers", 42, {"legal_name": "Acme GmbH", "tax_id": "DE999", "country": "DE",
+    out = step("erp", "customers", 42, {"legal_name": "Acme GmbH", "tax_id": "DE136695976", "country": "DE",
                                         "payment_terms": "NET30", "credit_limit": "5000.00",
                                         "credit_status": "ok", "status": "active"})  # fmt: skip
     assert types(out) == []  # linked by tax id to the prospect: no second golden customer
@@ -113,6 +113,6 @@ def test_duplicate_golden_customers_merge(run) -> None:
     assert len(core.records) == 1
     (survivor,) = core.records.values()
     assert survivor.source_ids == {"crm": {"1"}, "erp": {"8"}}
-    assert merged[0]["customer_id"] == a  # the CRM prospect (smallest anchor) survives
+    assert merged[0]["customer_id"] == b  # the system of record's customer keeps its id; the prospect's retires
     later = step("erp", "customers", 8, {"credit_status": "hold"})
-    assert {e["customer_id"] for e in later.events} == {a}  # later events under the surviving id
+    assert {e["customer_id"] for e in later.events} == {b}  # later events under the surviving id

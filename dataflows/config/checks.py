@@ -11,12 +11,13 @@ import difflib
 import re
 import types
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import sqlglot
+from pydantic import ValidationError
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
@@ -221,16 +222,26 @@ def value_set_problems(c: LoadedConnector) -> list[ConfigProblem]:
             except ParseError:
                 continue  # reported when the file was loaded
             coerce, allowed = runtime_coercer(name), _allowed_literals(mapping.entity, name)
-            bad = []
-            for outcome in _outcomes(tree):
-                try:
-                    value = compile_expression(outcome.sql(dialect=dialect), dialect)({})
-                    coerce(value)
-                except (ValueError, TypeError, ArithmeticError) as e:  # pydantic's ValidationError is a ValueError
-                    bad.append((outcome.sql(dialect=dialect), str(e).splitlines()[0] if not allowed else ""))
+            bad = [b for b in (_bad_outcome(o, dialect, coerce) for o in _outcomes(tree)) if b is not None]
             if bad:
                 problems.append(_value_problem(c, ("tables", table, "fields", name), name, allowed, bad))
     return problems
+
+
+def _bad_outcome(outcome: exp.Expression, dialect: str, coerce: Callable[[Any], Any]) -> tuple[str, str] | None:
+    """(the constant as written, why the field cannot take it), or None when it can."""
+    sql = outcome.sql(dialect=dialect)
+    try:
+        value = compile_expression(sql, dialect)({})
+    except (ValueError, TypeError, ArithmeticError) as e:
+        return sql, f"evaluating it fails: {e}"
+    try:
+        coerce(value)
+    except ValidationError as e:
+        return sql, str(e.errors()[0]["msg"])
+    except (ValueError, TypeError, ArithmeticError) as e:
+        return sql, str(e)
+    return None
 
 
 def _value_problem(c: LoadedConnector, loc: tuple[str, ...], name: str, allowed: tuple[Any, ...],
@@ -242,7 +253,8 @@ def _value_problem(c: LoadedConnector, loc: tuple[str, ...], name: str, allowed:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return c.problem(loc, f"can return {values}, which {name} does not allow",
                          f"return only {options}, or NULL{hint}")  # fmt: skip
-    return c.problem(loc, f"can return {values}, which {name} cannot hold: {bad[0][1]}",
+    reasons = "; ".join(f"{sql}: {why}" for sql, why in bad)
+    return c.problem(loc, f"can return {values}, which {name} cannot hold ({reasons})",
                      "change that THEN/ELSE value to one the field accepts")  # fmt: skip
 
 

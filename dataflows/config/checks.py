@@ -98,9 +98,10 @@ def include_list_problems(c: LoadedConnector) -> list[ConfigProblem]:
     valid = [(text, rx) for text, rx in patterns if rx is not None]
     for table in mapped:
         if not any(rx.fullmatch(table) for _, rx in valid):
-            problems.append(c.problem(("tables", table), f"mapped table {table!r} is not in debezium.table.include.list "
-                                      f"(line {c.yaml.line_of(loc)}): Debezium never captures it",
-                                      f"add {table} to table.include.list, or remove this mapping"))  # fmt: skip
+            message = (f"mapped table {table!r} is not in debezium.table.include.list (line {c.yaml.line_of(loc)}): "
+                       "Debezium never captures it")
+            fix = f"add {table} to table.include.list, or remove this mapping"
+            problems.append(c.problem(("tables", table), message, fix))
     for text, rx in valid:
         if not any(rx.fullmatch(table) for table in mapped):
             problems.append(c.problem(loc, f"{text!r} is captured but no entry under tables: maps it",
@@ -111,8 +112,8 @@ def include_list_problems(c: LoadedConnector) -> list[ConfigProblem]:
         for table in mapped:
             container = table.partition(".")[0]
             if not any(rx.fullmatch(container) for rx in containers):
-                problems.append(c.problem(("tables", table), f"{container!r} is not in debezium.{container_key}: "
-                                          f"Debezium never captures {table}", f"add {container} to {container_key}"))  # fmt: skip
+                message = f"{container!r} is not in debezium.{container_key}: Debezium never captures {table}"
+                problems.append(c.problem(("tables", table), message, f"add {container} to {container_key}"))
     return problems
 
 
@@ -135,9 +136,9 @@ def heartbeat_problems(c: LoadedConnector) -> list[ConfigProblem]:
     loc = ("debezium", "heartbeat.interval.ms")
     if interval is None or interval <= 0:
         what = "is missing" if loc[1] not in props else f"is {props[loc[1]]!r}"
-        problems.append(c.problem(loc, f"heartbeat.interval.ms {what}: a MySQL-family source without heartbeats "
-                                  "cannot be told apart from a stalled one",
-                                  f"set heartbeat.interval.ms: 900 (at most {half_idle}, half the reorder idle timeout)"))  # fmt: skip
+        message = f"heartbeat.interval.ms {what}: a MySQL-family source without heartbeats looks like a stalled one"
+        fix = f"set heartbeat.interval.ms: 900 (at most {half_idle}, half the reorder idle timeout)"
+        problems.append(c.problem(loc, message, fix))
     elif interval > half_idle:
         problems.append(c.problem(loc, f"heartbeat.interval.ms {interval} is slower than half the reorder idle "
                                   f"timeout ({half_idle} ms)", "set heartbeat.interval.ms: 900"))  # fmt: skip
@@ -151,7 +152,7 @@ def heartbeat_problems(c: LoadedConnector) -> list[ConfigProblem]:
     if "database.server.id" not in props:
         problems.append(c.problem(("debezium",), "database.server.id is missing: a MySQL-family capture is a binlog "
                                   "client and needs an id unique on its server",
-                                  "set database.server.id: a number no other binlog client of the server uses"))  # fmt: skip
+                                  "set database.server.id: a number no other binlog client of it uses"))  # fmt: skip
     return problems
 
 
@@ -273,7 +274,9 @@ def column_problems(c: LoadedConnector, columns: TableColumns) -> list[ConfigPro
                                       "check the name, or GRANT SELECT on it to the database.user"))  # fmt: skip
             continue
         have = columns[table]
-        wanted: list[tuple[tuple[str | int, ...], str]] = [(("tables", table, "key", i), k) for i, k in enumerate(mapping.key)]
+        wanted: list[tuple[tuple[str | int, ...], str]] = [
+            (("tables", table, "key", i), k) for i, k in enumerate(mapping.key)
+        ]
         wanted.append((("tables", table, "customer", "column"), mapping.customer.column))
         if mapping.echo_column is not None:
             wanted.append((("tables", table, "echo_column"), mapping.echo_column))

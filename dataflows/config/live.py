@@ -41,8 +41,9 @@ def read_columns(c: LoadedConnector, defaults: Mapping[str, str] | None = None) 
     password = _prop(c, "database.password", defaults)
     port = int(_prop(c, "database.port", defaults, str(DEFAULT_PORTS[dialect])))
     if dialect == "postgres":
-        with psycopg.connect(host=host, port=port, user=user, password=password, connect_timeout=CONNECT_TIMEOUT_S,
-                             dbname=_prop(c, "database.dbname", defaults, "postgres"), autocommit=True) as db:  # fmt: skip
+        dbname = _prop(c, "database.dbname", defaults, "postgres")
+        with psycopg.connect(host=host, port=port, user=user, password=password, dbname=dbname,
+                             connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as db:  # fmt: skip
             rows = db.execute(
                 "SELECT table_schema, table_name, column_name FROM information_schema.columns "
                 "WHERE table_schema || '.' || table_name = ANY(%s)", (tables,)

@@ -42,7 +42,7 @@ KEEP_ALIVE_MS = 1250  # an idle binlog sends server heartbeats every 0.8 x keep-
 class Validation:
     """The outcome of validating a set of connector files: the files that loaded, and every problem."""
 
-    connectors: dict[str, LoadedConnector] = field(default_factory=dict)
+    connectors: dict[Path, LoadedConnector] = field(default_factory=dict)  # by file: names may repeat across dirs
     problems: list[ConfigProblem] = field(default_factory=list)
 
     def raise_if_problems(self) -> None:
@@ -59,7 +59,7 @@ def validate_files(paths: Sequence[Path]) -> Validation:
         except ConnectorConfigError as e:
             result.problems.extend(e.problems)
             continue
-        result.connectors[loaded.config.name] = loaded
+        result.connectors[path] = loaded
         result.problems.extend(check_connector(loaded))
     result.problems.extend(server_id_problems(list(result.connectors.values())))
     result.problems = sort_problems(result.problems)

@@ -138,18 +138,24 @@ def cmd_sources_register(args: argparse.Namespace) -> int:
 
 
 def cmd_sources_validate(args: argparse.Namespace) -> int:
+    """Every problem of every file in one run; with --against-db also the columns of the live tables."""
+    from dataflows.config.checks import validate_files
+    from dataflows.config.live import validate_against_databases
+
     settings = Settings()
     files = [Path(f) for f in args.files] or connector_files(settings.connectors_dir)
-    bad = 0
+    if args.against_db:
+        result = validate_against_databases(files, _stack().runtime_defaults())
+    else:
+        result = validate_files(files)
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    bad = {p.file for p in result.problems}
     for path in files:
-        try:
-            load_connector(path)
-        except ConnectorConfigError as e:
-            bad += 1
-            for problem in e.problems:
-                print(problem, file=sys.stderr)
-        else:
+        if path not in bad:
             print(f"{path}: ok")
+    if bad:
+        print(f"{len(result.problems)} problem(s) in {len(bad)} file(s)", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -272,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sources_command", required=True
     )
     sources.add_parser("list").set_defaults(func=cmd_sources_list)
-    p = sources.add_parser("validate", help="check connector files; problems as file:line: key: message")
+    p = sources.add_parser("validate", help="check connector files; problems as file:line: key: message; fix")
     p.add_argument("files", nargs="*")
+    p.add_argument("--against-db", action="store_true",
+                   help="also check every mapped column against the tables of the live databases")
     p.set_defaults(func=cmd_sources_validate)
     p = sources.add_parser("render", help="print a source's Debezium config")
     p.add_argument("source")

@@ -99,15 +99,35 @@ class ConnectorConfig(_Strict):
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One problem in one file, printed as `file:line: key.path: message`."""
+    """One problem in one file, printed as `file:line: key.path: message[; fix: how to fix it]`."""
 
     file: Path
     line: int
     key: str
     message: str
+    fix: str = ""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.key or '<file>'}: {self.message}"
+        text = f"{self.file}:{self.line}: {self.key or '<file>'}: {self.message}"
+        return f"{text}; fix: {self.fix}" if self.fix else text
+
+
+def sort_problems(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    """File by file, top to bottom: the order a reader fixes them in."""
+    return sorted(problems, key=lambda p: (str(p.file), p.line, p.key))
+
+
+@dataclass(frozen=True)
+class LoadedConnector:
+    """A valid connector file with the line of every key, for checks that span files or need a database."""
+
+    path: Path
+    config: ConnectorConfig
+    yaml: LoadedYaml
+
+    def problem(self, loc: tuple[str | int, ...], message: str, fix: str = "") -> ConfigProblem:
+        """A problem at `loc` (or its nearest ancestor present in the file)."""
+        return ConfigProblem(self.path, self.yaml.line_of(loc), _dotted(loc), message, fix)
 
 
 class ConnectorConfigError(ValueError):
@@ -201,6 +221,11 @@ def _mapping_problems(path: Path, loaded: LoadedYaml, config: ConnectorConfig) -
 
 def load_connector(path: Path) -> ConnectorConfig:
     """Load and validate one connector file; every problem is reported at once."""
+    return load_connector_file(path).config
+
+
+def load_connector_file(path: Path) -> LoadedConnector:
+    """Like `load_connector`, keeping the file's key lines for the checks of dataflows.config.checks."""
     try:
         loaded = load_yaml(path)
     except YamlError as e:
@@ -226,7 +251,7 @@ def load_connector(path: Path) -> ConnectorConfig:
         ))  # fmt: skip
     if problems or config is None:
         raise ConnectorConfigError(sorted(problems, key=lambda p: p.line))
-    return config
+    return LoadedConnector(path, config, loaded)
 
 
 def connector_files(directory: Path) -> list[Path]:

@@ -15,7 +15,9 @@ from typing import Any
 import psycopg
 import pymysql
 
-from dataflows.config.connectors import ConnectorConfig, capture_topics, load_connectors
+from dataflows.config.checks import validate_files
+from dataflows.config.connectors import ConnectorConfig, capture_topics, connector_files, load_connectors
+from dataflows.config.live import validate_against_databases
 from dataflows.io.sinks import ensure_topics
 from dataflows.outputs import OUTPUT_TOPICS
 from dataflows.stewardship import STEWARDSHIP_PARTITIONS, STEWARDSHIP_TOPIC
@@ -114,7 +116,9 @@ class LocalStack:
         """Start what is not running; initialise databases on first use. Safe to run twice."""
         self.home.mkdir(parents=True, exist_ok=True)
         passwords = secrets_file.load_or_create(self.home)
-        connectors = self.connectors() if capture else {}  # refuse a bad config before starting anything
+        if capture:  # refuse a bad config before starting anything
+            validate_files(connector_files(self.settings.connectors_dir)).raise_if_problems()
+        connectors = self.connectors() if capture else {}
 
         if self.table.running("erp"):
             echo(f"erp      already up   {self.erp.url('postgres', 'erp')}")
@@ -141,6 +145,8 @@ class LocalStack:
                       "writeback": passwords["crm.writeback.password"]}
                 self.crm.bootstrap("crm", crm_schema_sql(), pw)
             echo(f"crm      started      {self.crm.url('root', 'crm')}")
+        if capture:  # the databases are up: every mapped column must exist before anything captures
+            self.check_sources_against_databases()
 
         if self.table.running("kafka"):
             echo(f"kafka    already up   {self.kafka.bootstrap}")
@@ -165,6 +171,11 @@ class LocalStack:
         if capture:
             self.write_prometheus_targets()
             self.start_prometheus(echo)
+
+    def check_sources_against_databases(self) -> None:
+        """Every connector check, mapped columns read from the tables themselves; raises with all problems."""
+        files = connector_files(self.settings.connectors_dir)
+        validate_against_databases(files, self.runtime_defaults()).raise_if_problems()
 
     def prometheus_dir(self) -> Path:
         return self.home / "prometheus"

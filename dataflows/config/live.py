@@ -1,0 +1,98 @@
+"""The columns of each mapped table, read from the source's live database with the connector's own
+connection properties (the capture user Debezium logs in as), for the checks in dataflows.config.checks.
+
+PostgreSQL sources are read with psycopg, MySQL-family sources with PyMySQL, both from
+information_schema.columns. A database that cannot be reached is a problem of that file, not a crash.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import psycopg
+import pymysql
+
+from dataflows.config.checks import TableColumns, Validation, column_problems, validate_files
+from dataflows.config.connectors import ConfigProblem, LoadedConnector, sort_problems
+from dataflows.config.secrets import SecretError, resolve
+
+CONNECT_TIMEOUT_S = 5
+DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
+
+
+def _prop(c: LoadedConnector, key: str, defaults: Mapping[str, str] | None, fallback: str = "") -> str:
+    value = c.config.debezium.get(key)
+    return resolve(str(value), defaults) if value is not None else fallback
+
+
+def _rows_to_columns(rows: Sequence[tuple[str, str, str]]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = defaultdict(set)
+    for schema, table, column in rows:
+        out[f"{schema}.{table}"].add(column)
+    return {table: frozenset(cols) for table, cols in out.items()}
+
+
+def read_columns(c: LoadedConnector, defaults: Mapping[str, str] | None = None) -> TableColumns:
+    """Columns of the connector's mapped tables that exist and that its database.user can see."""
+    dialect, tables = c.config.dialect, sorted(c.config.tables)
+    host, user = _prop(c, "database.hostname", defaults), _prop(c, "database.user", defaults)
+    password = _prop(c, "database.password", defaults)
+    port = int(_prop(c, "database.port", defaults, str(DEFAULT_PORTS[dialect])))
+    if dialect == "postgres":
+        dbname = _prop(c, "database.dbname", defaults, "postgres")
+        with psycopg.connect(host=host, port=port, user=user, password=password, dbname=dbname,
+                             connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as db:  # fmt: skip
+            rows = db.execute(
+                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema || '.' || table_name = ANY(%s)", (tables,)
+            ).fetchall()  # fmt: skip
+        return _rows_to_columns(rows)
+    db = pymysql.connect(host=host, port=port, user=user, password=password, connect_timeout=CONNECT_TIMEOUT_S)
+    try:
+        with db.cursor() as cur:
+            cur.execute(
+                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                "WHERE CONCAT(table_schema, '.', table_name) IN %s", (tables,)
+            )  # fmt: skip
+            return _rows_to_columns(list(cur.fetchall()))
+    finally:
+        db.close()
+
+
+def live_column_problems(
+    connectors: Sequence[LoadedConnector], defaults: Mapping[str, str] | None = None
+) -> list[ConfigProblem]:
+    """Columns the mappings read that their tables lack, for every connector; an unreachable database or an
+    unresolvable reference is reported at the file's database.hostname, never with a secret in it."""
+    problems: list[ConfigProblem] = []
+    for c in connectors:
+        if not c.config.tables:
+            continue
+        try:
+            columns = read_columns(c, defaults)
+        except (psycopg.Error, pymysql.Error, OSError, SecretError, ValueError) as e:
+            problems.append(c.problem(("debezium", "database.hostname"),
+                                      f"cannot read the tables' columns: {_safe_reason(c, e, defaults)}",
+                                      "start the database, or check database.hostname/port/user/password"))  # fmt: skip
+            continue
+        problems.extend(column_problems(c, columns))
+    return sort_problems(problems)
+
+
+def _safe_reason(c: LoadedConnector, error: Exception, defaults: Mapping[str, str] | None) -> str:
+    """The driver's first line, with the password cut out should a driver ever echo it."""
+    reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+    try:
+        password = _prop(c, "database.password", defaults)
+    except SecretError:
+        return reason
+    return reason.replace(password, "********") if password else reason
+
+
+def validate_against_databases(paths: Sequence[Path], defaults: Mapping[str, str] | None = None) -> Validation:
+    """Every check of dataflows.config.checks, plus the columns of every mapped table in its live database."""
+    result = validate_files(paths)
+    result.problems = sort_problems(result.problems + live_column_problems(list(result.connectors.values()), defaults))
+    return result

@@ -108,7 +108,11 @@ def _to_date(v: Any) -> date:
     if isinstance(v, date):
         return v
     if isinstance(v, int):  # Debezium io.debezium.time.Date: days since the epoch
-        return EPOCH + timedelta(days=v)
+        try:
+            return EPOCH + timedelta(days=v)
+        except OverflowError:
+            msg = f"{v} days from 1970-01-01 is outside the calendar"
+            raise ValueConversionError(msg) from None
     try:
         return date.fromisoformat(str(v)[:10])
     except ValueError:

@@ -140,10 +140,13 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
             continue
         decision, reason = decide(policy, name, change.system, current)
         if decision is D.REJECTED:
-            if name in change.fields and not (value is None and current is None):  # an edit in this change, not a value it merely carries along
-                changed = True  # re-emitted with a new version: write-backs restore the owner's value
-                proposals.append(Proposal("customer", name, value, current.value if current else None, decision,
-                                          reason))  # fmt: skip
+            # Only an edit in this change, not a value it merely carries along: re-emitted with a new
+            # version, so write-backs restore the owner's value. An empty value is no statement: not recorded.
+            if name in change.fields and not (value is None and current is None):
+                changed = True
+                if value is not None:
+                    proposals.append(Proposal("customer", name, value, current.value if current else None, decision,
+                                              reason))  # fmt: skip
             continue
         if decision in (D.APPLIED, D.FILLED):
             if current is not None and current.by_owner and not is_newer(change.source, change.position, ts, current):

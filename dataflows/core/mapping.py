@@ -72,6 +72,20 @@ def correlation_id(source: str, tx_id: str | None, position_text: str) -> str:
     return stable_id(f"{source}:tx:{tx_id}" if tx_id else f"{source}:pos:{position_text}")
 
 
+# Debezium hands a PostgreSQL BC date over as the same day AD ('0044-03-15 BC' arrives as 0044-03-15), and a
+# MySQL zero date as year 0 or null: a business date this far back is a broken row, not a fact to publish.
+EARLIEST_BUSINESS_DATE = date(1900, 1, 1)
+
+
+def _business_date(value: Any) -> date:
+    day = _to_date(value)
+    if day < EARLIEST_BUSINESS_DATE:
+        msg = (f"{day.isoformat()} is before {EARLIEST_BUSINESS_DATE.isoformat()}: not a business date "
+               "(a BC or zero date in the source arrives like this); fix the row")  # fmt: skip
+        raise ValueConversionError(msg)
+    return day
+
+
 def _coercer(field: str) -> Callable[[Any], Any]:
     info = ENTITY_MODELS[FIELD_ENTITY[field]].model_fields[field]
     adapter: TypeAdapter[Any] = TypeAdapter(Annotated[info.annotation, info])  # type: ignore[name-defined]
@@ -90,7 +104,7 @@ def _coercer(field: str) -> Callable[[Any], Any]:
             return adapter.validate_python(value)  # raises the model's own error
 
         return literal
-    pre: Callable[[Any], Any] | None = {date: _to_date, Decimal: _to_decimal}.get(inner)  # type: ignore[call-overload]
+    pre: Callable[[Any], Any] | None = {date: _business_date, Decimal: _to_decimal}.get(inner)  # type: ignore[call-overload]
 
     def coerce(value: Any) -> Any:
         if value is None:

@@ -212,7 +212,9 @@ def build_flow(config: FlowConfig) -> Dataflow:
     branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
     keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
     policy = config.policy
-    streams = [(topic, p) for topic, n in inputs.items() for p in range(n)]
+    # Not the stewardship topic: it is mostly empty, and an empty partition's end is not known to kafka-python
+    # until it holds a record, so waiting for it would hold every start. A decision read late is applied late.
+    streams = [(topic, p) for topic, n in topics.items() for p in range(n)]
     results = op.stateful_batch("core", keyed, lambda resume: CoreLogic(policy, streams, resume))
     routed = op.map("unkey", results, lambda kv: kv[1])
     kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)

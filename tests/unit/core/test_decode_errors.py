@@ -86,3 +86,19 @@ def test_mutated_real_envelopes_raise_only_decode_errors(data: st.DataObject) ->
         decode(key, orjson.dumps(envelope), source="s", dialect="postgres" if "lsn" in record["value"]["source"] else "mysql")
     except DecodeError:
         pass
+
+
+@pytest.mark.parametrize("days", [-703_383, -719_528, -1_000_000])  # 44 BC as Debezium sends it; year 1; earlier
+def test_a_date_before_any_business_date_is_an_invalid_value(days: int) -> None:
+    from dataflows.core.mapping import MappingError, SourceMapper
+    from tests.support.fixtures import connector
+
+    record = next(r for r in recorded("erp") if r["topic"] == "erp.erp.subscriptions" and r["value"]
+                  and r["value"]["after"])  # fmt: skip
+    value = orjson.loads(as_kafka(record)[1])
+    value["after"]["period_start"] = days
+    change = decode(orjson.dumps(record["key"]), orjson.dumps(value), source="erp", dialect="postgres")
+    with pytest.raises(MappingError) as e:
+        SourceMapper(connector("erp")).map(change)
+    assert e.value.error_class == "invalid_value" and "period_start" in e.value.reason
+    assert "before 1900-01-01" in e.value.reason or "outside the calendar" in e.value.reason

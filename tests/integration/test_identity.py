@@ -1,0 +1,69 @@
+"""Identity and ownership on the real stack: two ERP companies of one name stay two, a placeholder tax id
+links nothing, a relinked CRM account moves, a CRM edit of an ERP-owned field is undone, a BC date goes to
+the DLQ, and the dataflow never restarts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dataflows.bench.workload import vat_de
+from dataflows.dlq import DlqFilter, read
+from dataflows.outputs import GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
+from dataflows.stack.local import LocalStack
+from tests.integration.test_dataflow import c360, c360_row, crm, erp
+from tests.support.kafka import TopicReader
+from tests.support.waiting import wait_until
+
+
+def _c360_of_erp(stack: LocalStack, erp_id: int) -> dict[str, Any] | None:
+    rows = c360(stack, "%s = ANY(erp_customer_ids) AND merged_into IS NULL", (str(erp_id),))
+    return {"customer_id": rows[0][0], "crm": rows[0][15]} if rows else None
+
+
+def test_identity_and_ownership_hold_on_the_real_stack(pipeline: LocalStack) -> None:
+    dataflow_pid = pipeline.table.get("dataflow-0").pid
+    reader = TopicReader(pipeline.settings.kafka_bootstrap, [LIFECYCLE_TOPIC, GOVERNANCE_TOPIC])
+    sql = "INSERT INTO erp.customers (legal_name, tax_id, country, credit_status) VALUES (%s, %s, 'DE', %s) RETURNING id"
+    (first,) = erp(pipeline, sql, ("Nordwind Logistik GmbH", vat_de(7001), "ok"))
+    (second,) = erp(pipeline, sql, ("Nordwind Logistik GmbH", vat_de(7002), "hold"))
+    account = crm(pipeline, "INSERT INTO accounts (name, tax_id, country, erp_customer_id) "
+                            "VALUES ('Nordwind Logistik GmbH', 'N/A', 'DE', %s)", (first,))  # fmt: skip
+    linked = wait_until(lambda: (r := c360_row(pipeline, account)) and r["erp_customer_ids"] == [str(first)] and r,
+                        90, "the account linked to its ERP customer")  # fmt: skip
+    other = wait_until(lambda: _c360_of_erp(pipeline, second), 60, "the second ERP customer")
+    assert other["customer_id"] != linked["customer_id"] and other["crm"] == []  # same name, country: still two
+
+    crm(pipeline, "UPDATE accounts SET erp_customer_id = %s WHERE id = %s", (second, account))  # a relink
+    moved = wait_until(lambda: (r := c360_row(pipeline, account)) and r["erp_customer_ids"] == [str(second)] and r,
+                       60, "the account moved to the other ERP customer")  # fmt: skip
+    assert moved["customer_id"] == other["customer_id"]
+    assert wait_until(lambda: (r := _c360_of_erp(pipeline, first)) and r["crm"] == [] and r, 60, "first left alone")
+    assert moved["credit_status"] == "hold"
+    wait_until(lambda: crm(pipeline, "SELECT credit_status, erp_customer_id FROM accounts WHERE id = %s",
+                           (account,))[0] == ("hold", second), 60, "the ERP's facts written back")  # fmt: skip
+
+    crm(pipeline, "UPDATE accounts SET credit_status = 'ok' WHERE id = %s", (account,))  # a sales user's edit
+    wait_until(lambda: crm(pipeline, "SELECT credit_status FROM accounts WHERE id = %s", (account,))[0][0] == "hold",
+               60, "the owner's value restored in the CRM")  # fmt: skip
+    assert c360_row(pipeline, account)["credit_status"] == "hold"
+
+    erp(pipeline, "INSERT INTO erp.subscriptions (customer_id, plan, seats, status, period_start) "
+                  "VALUES (%s, 'growth', 1, 'active', '0044-03-15 BC')", (second,))  # fmt: skip
+    (after,) = erp(pipeline, sql, ("Still Flowing GmbH", vat_de(7003), "ok"))
+    wait_until(lambda: _c360_of_erp(pipeline, after), 60, "a change after the bad date")
+    letters = wait_until(lambda: [r for r in read(pipeline.settings.kafka_bootstrap, DlqFilter(source="erp"))
+                                  if "period_start" in r["reason"]], 60, "the BC date in the DLQ")  # fmt: skip
+    assert letters[0]["error_class"] == "invalid_value" and "subscriptions" in letters[0]["reason"]
+
+    reader.poll()
+    governance = [m.value for m in reader.messages if m.topic == GOVERNANCE_TOPIC]
+    mine = {other["customer_id"], linked["customer_id"]}
+    decisions = {(g["field"], g["decision"]) for g in governance if g["customer_id"] in mine}
+    assert ("credit_status", "rejected") in decisions
+    assert ("tax_id", "invalid_identifier") in decisions  # the placeholder is a finding, not a key
+    assert ("identity:name_country", "identity_conflict") in decisions  # two ERP records of one name
+    relinked = [m.value for m in reader.messages if m.topic == LIFECYCLE_TOPIC
+                and m.value["event_type"] == "CustomerRelinked" and m.value["customer_id"] == other["customer_id"]]
+    assert relinked and relinked[0]["payload"]["source_ref"] == f"crm:{account}"
+    assert pipeline.table.get("dataflow-0").pid == dataflow_pid  # the flow never restarted
+    reader.close()

@@ -44,6 +44,12 @@ REORDER_LATE = Counter("tidemark_reorder_late_total", "Changes that arrived behi
 REORDER_OVERFLOW = Counter("tidemark_reorder_overflow_total", "Changes released early because a buffer bound was hit.")
 DUPLICATES = Counter("tidemark_dedupe_suppressed_total", "Changes with no second effect.", ["reason"])
 IDENTITY_MATCHES = Counter("tidemark_identity_matches_total", "Source customers linked, by identity rule.", ["rule"])
+IDENTITY_CONFLICTS = Counter("tidemark_identity_conflicts_total", "Links refused: the records are provably different "
+                             "companies (two records of a system of record, different tax ids, a steward's split).",
+                             ["rule"])  # fmt: skip
+IDENTITY_FINDINGS = Counter("tidemark_identity_invalid_identifiers_total", "Identifier values that link nothing "
+                            "(placeholders, invalid tax ids), by rule.", ["rule"])  # fmt: skip
+IDENTITY_MOVES = Counter("tidemark_identity_moves_total", "Source customers moved to another golden customer.")
 GOVERNANCE = Counter("tidemark_governance_decisions_total", "Ownership decisions.", ["field", "system", "decision"])
 LIFECYCLE_EVENTS = Counter("tidemark_lifecycle_events_total", "Lifecycle events emitted.", ["event_type"])
 SINK_WRITES = Counter("tidemark_sink_writes_total", "Records written to a target.", ["target"])

@@ -413,9 +413,17 @@ class ConsistencyCore:
         if resolution is None:
             return  # nothing (left) to split
         self._settle(resolution, command, out, dirty)
-        for merge in resolution.merges:
-            dirty.pop(merge.survivor, None)
-            dirty[merge.survivor] = command
+        occurred = command.commit_time.isoformat()
+        for survivor in {m.survivor for m in resolution.merges} - set(resolution.rebuild):
+            record = self.records[survivor]  # a new version, so version-guarded targets take it
+            record.version += 1
+            record.last_correlation_id = command.correlation_id
+            old_status, record.status = record.status, derive_status(record.watched(), record.children,
+                                                                     set(record.source_ids))  # fmt: skip
+            for event_type, payload in status_events(old_status, record.status):
+                self._event(out, record, event_type, command, payload, occurred)
+            dirty.pop(survivor, None)
+            dirty[survivor] = command
 
     def _steward_ref(self, target: str) -> Ref:
         """'system:id' as given, or a golden id's best source customer."""

@@ -152,6 +152,11 @@ class CoreMetrics:
         self._inc(metrics.REORDER_OVERFLOW, "overflow", r.overflow)
         for rule, n in i.matches.items():
             self._inc(metrics.IDENTITY_MATCHES.labels(rule), ("rule", rule), n)
+        for rule, n in i.conflicts.items():
+            self._inc(metrics.IDENTITY_CONFLICTS.labels(rule), ("conflict", rule), n)
+        for rule, n in i.findings.items():
+            self._inc(metrics.IDENTITY_FINDINGS.labels(rule), ("finding", rule), n)
+        self._inc(metrics.IDENTITY_MOVES, "moved", i.moved)
         for event_type, n in s.events.items():
             self._inc(metrics.LIFECYCLE_EVENTS.labels(event_type), ("event", event_type), n)
         for (field, system, decision), n in s.governance.items():

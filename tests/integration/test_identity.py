@@ -67,3 +67,29 @@ def test_identity_and_ownership_hold_on_the_real_stack(pipeline: LocalStack) -> 
     assert relinked and relinked[0]["payload"]["source_ref"] == f"crm:{account}"
     assert pipeline.table.get("dataflow-0").pid == dataflow_pid  # the flow never restarted
     reader.close()
+
+
+def test_a_steward_splits_a_wrong_merge_and_joins_it_back(pipeline: LocalStack) -> None:
+    from dataflows.stewardship import command_record, explain, send_command
+
+    bootstrap, conninfo = pipeline.settings.kafka_bootstrap, pipeline.ops_conninfo()
+    (erp_id,) = erp(pipeline, "INSERT INTO erp.customers (legal_name, country) VALUES ('Heron Freight GmbH', 'AT') "
+                              "RETURNING id")  # fmt: skip
+    account = crm(pipeline, "INSERT INTO accounts (name, country) VALUES ('Heron Freight GmbH', 'AT')")
+    joined = wait_until(lambda: (r := c360_row(pipeline, account)) and r["erp_customer_ids"] == [str(erp_id)] and r,
+                        90, "linked by name, legal form and country")  # fmt: skip
+    gid = joined["customer_id"]
+    links = explain(conninfo, gid)["links"]
+    assert [(lk["rule"], {lk["a"], lk["b"]}) for lk in links] == [("name_country", {f"erp:{erp_id}", f"crm:{account}"})]
+
+    send_command(bootstrap, *command_record("split", [f"crm:{account}"], customer_id=gid, requested_by="steward"))
+    apart = wait_until(lambda: (r := c360_row(pipeline, account)) and r["customer_id"] != gid and r, 60, "split off")
+    assert apart["erp_customer_ids"] == [] and explain(conninfo, gid)["source_ids"] == {"erp": [str(erp_id)]}
+    crm(pipeline, "UPDATE accounts SET owner = 'sam' WHERE id = %s", (account,))  # the rule would match again
+    wait_until(lambda: c360_row(pipeline, account)["sales_owner"] == "sam", 60, "a later edit")
+    assert c360_row(pipeline, account)["customer_id"] == apart["customer_id"]  # the steward's split holds
+
+    send_command(bootstrap, *command_record("join", [f"crm:{account}", f"erp:{erp_id}"], customer_id=None,
+                                            requested_by="steward"))  # fmt: skip
+    wait_until(lambda: c360_row(pipeline, account)["customer_id"] == gid, 60, "joined back")
+    assert explain(conninfo, apart["customer_id"])["customer_id"] == gid  # the split-off id now points at gid

@@ -92,8 +92,11 @@ def test_a_steward_split_rederives_both_sides_and_a_duplicate_does_nothing(run) 
     assert again.events == [] and again.customers == []
     later = step("crm", "accounts", 5, {"owner": "sam"})  # the same tax id does not undo the steward
     assert {r["customer_id"] for r, _ in later.customers} == {new}
+    before = core.records[gid].version
     joined = step(command(world, 2, "join", "crm:5", "erp:1"))
     assert types(joined) == ["CustomerMerged"] and joined.retired == [(new, gid)]
+    (record, _), = joined.customers
+    assert record["customer_id"] == gid and record["version"] > before  # version-guarded targets take it
 
 
 def test_a_chain_of_merges_in_one_batch_retires_every_id_into_the_last_survivor() -> None:

@@ -321,9 +321,11 @@ class ConsistencyCore:
         occurred = cause.commit_time.isoformat()
         for move in resolution.moves:
             if move.to_id not in resolution.split_off and move.to_id in self.records:
-                payload = {"source_ref": f"{move.ref[0]}:{move.ref[1]}", "from_customer_id": move.from_id,
+                payload = {"source_ref": payload_ref(move.ref), "from_customer_id": move.from_id,
                            "to_customer_id": move.to_id}  # fmt: skip
                 self._event(out, self.records[move.to_id], EventType.CUSTOMER_RELINKED, cause, payload, occurred)
+            self._identity_record(out, move.to_id, cause, "identity:source_customer", payload_ref(move.ref),
+                                  move.from_id, D.RELINKED, f"moved from {move.from_id} to {move.to_id}")  # fmt: skip
         record = self.records.get(resolution.golden_id)
         if record is not None and resolution.merges:
             self._sync_links(record)
@@ -488,6 +490,10 @@ def _governance_record(customer_id: str, entity: str, name: str, proposed: Any, 
         "occurred_at": cause.commit_time.isoformat(),
         "schema_version": 1,
     }
+
+
+def payload_ref(ref: Ref) -> str:
+    return f"{ref[0]}:{ref[1]}"
 
 
 def _meta(change: Cause) -> dict[str, Any]:

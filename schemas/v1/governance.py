@@ -16,6 +16,7 @@ class GovernanceDecision(StrEnum):
     STALE = "stale"  # older than the value already applied (arrived late): not applied
     IDENTITY_CONFLICT = "identity_conflict"  # evidence refused: the two records are provably different companies
     INVALID_IDENTIFIER = "invalid_identifier"  # a placeholder or invalid identifier: links nothing (data quality)
+    RELINKED = "relinked"  # a source customer moved to another golden customer (its evidence changed)
 
 
 class GovernanceRecordV1(BaseModel):

@@ -69,6 +69,8 @@ def test_a_relinked_account_moves_between_two_erp_customers(run) -> None:
     assert types(out) == ["CustomerRelinked"] and out.events[0]["customer_id"] == g43
     assert out.events[0]["payload"] == {"source_ref": "crm:7", "from_customer_id": g42, "to_customer_id": g43}
     assert not out.retired
+    moves = [(g["proposed_value"], g["current_value"], g["customer_id"]) for g in out.governance if g["decision"] == "relinked"]
+    assert moves == [("crm:7", g42, g43)]
     records = {r["customer_id"]: r for r, _ in out.customers}
     assert records[g42]["source_ids"] == {"erp": ["42"]} and records[g43]["source_ids"] == {"crm": ["7"], "erp": ["43"]}
     writes = [w for r in records.values() for w in crm_writeback.writebacks(r)]

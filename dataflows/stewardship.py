@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from dataflows.core.core import StewardCommand
+from dataflows.core.inputs import StewardCommand
 
 STEWARDSHIP_TOPIC = "tidemark.stewardship.v1"
 STEWARDSHIP_PARTITIONS = 1  # one total order of decisions

@@ -22,16 +22,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
 from dataflows.config.connectors import ConnectorConfig, capture_topics
-from dataflows.core.core import (
-    ConsistencyCore,
-    CoreInput,
-    CoreOutput,
-    Heartbeat,
-    SourceSilent,
-    StewardCommand,
-    StreamIdle,
-    StreamReady,
-)
+from dataflows.core.core import ConsistencyCore, CoreOutput
+from dataflows.core.inputs import CoreInput, Heartbeat, SourceSilent, StreamIdle, StreamReady
 from dataflows.core.decode import DecodeError, decode, heartbeat_time
 from dataflows.core.mapping import CanonicalChange, MappingError, SourceMapper
 from dataflows.core.policy import Policy

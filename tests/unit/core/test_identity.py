@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflows.bench.workload import vat_de
-from dataflows.core.identifiers import check_tax_id, company_name_key, domain_key, is_placeholder
+from dataflows.core.identifiers import check_tax_id, company_name_key, domain_key
 from dataflows.core.identity import IdentityResolver, Ref, free_mail, rule_key
 from dataflows.core.policy import Policy, build_policy
 from tests.support.fixtures import connector

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dataflows.bench.workload import vat_de
-from dataflows.core.core import ConsistencyCore, CoreOutput, StewardCommand
+from dataflows.core.core import ConsistencyCore, CoreOutput
+from dataflows.core.inputs import StewardCommand
 from dataflows.core.policy import build_policy
 from dataflows.outputs import CUSTOMERS_TOPIC, route
 from dataflows.targets import crm_writeback, customer_360

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,12 @@ class Settings(BaseSettings):
     erp_port: int = Field(15432, description="Port of the local ERP PostgreSQL cluster.")
     crm_port: int = Field(13306, description="Port of the local CRM MariaDB instance.")
     kafka_port: int = Field(19092, description="Port of the local Kafka-protocol broker.")
+    broker_storage: Literal["s3", "memory"] = Field(
+        "s3",
+        description="Where the local broker keeps topics: 's3' (durable: files under home/kafka, through a local "
+        "file-backed S3 server) or 'memory' (faster, lost when the broker stops).",
+    )
+    broker_store_port: int = Field(19094, description="Port of the local S3 server the durable broker stores in.")
     metrics_port: int = Field(
         19100,
         description="First metrics port: dataflow process i serves on metrics_port+i, capture processes on "

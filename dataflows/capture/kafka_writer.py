@@ -30,7 +30,14 @@ class DeliveryError(RuntimeError):
 
 
 class KafkaBatchWriter:
-    """An idempotent, acks=all producer that creates topics with a fixed partition count on first use."""
+    """An acks=all producer, one request in flight (order kept without idempotence), that creates topics
+    with a fixed partition count on first use.
+
+    Not idempotent on purpose: the local broker (Tansu, s3 storage) records an idempotent producer's
+    sequence before it stores the batch, so after a kill -9 between the two the producer's retry is
+    answered DUPLICATE_SEQUENCE_NUMBER, which clients take as success: acknowledged records were lost
+    (tests/integration/test_broker_durability.py). A plain retry can only duplicate, which the
+    dataflow's dedupe absorbs."""
 
     def __init__(self, bootstrap: str, partitions: int, *, client_id: str, timeout_s: float = 15.0) -> None:
         self.bootstrap = bootstrap
@@ -46,7 +53,8 @@ class KafkaBatchWriter:
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
             acks="all",
-            enable_idempotence=True,
+            enable_idempotence=False,
+            max_in_flight_requests_per_connection=1,
             linger_ms=5,
             batch_size=256 * 1024,
             max_request_size=8 * 1024 * 1024,

@@ -20,7 +20,7 @@ from dataflows.io.sinks import ensure_topics
 from dataflows.outputs import OUTPUT_TOPICS
 from dataflows.settings import Settings, project_root
 from dataflows.stack import secrets_file
-from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker
+from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker, ObjectStore
 from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstance, crm_schema_sql
 from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, erp_schema_sql
 
@@ -53,7 +53,9 @@ class LocalStack:
         host = settings.bind_host
         self.erp = PostgresCluster("erp", self.home / "erp", host, settings.erp_port)
         self.crm = MariaDBInstance("crm", self.home / "crm", host, settings.crm_port)
-        self.kafka = LocalBroker("kafka", host, settings.kafka_port)
+        store = (ObjectStore("kafka-store", self.home / "kafka" / "store", host, settings.broker_store_port)
+                 if settings.broker_storage == "s3" else None)  # fmt: skip
+        self.kafka = LocalBroker("kafka", host, settings.kafka_port, store)
 
     # -- configuration handed to capture processes -------------------------------------------
     def connectors(self) -> dict[str, ConnectorConfig]:
@@ -141,12 +143,7 @@ class LocalStack:
                 self.crm.bootstrap("crm", crm_schema_sql(), pw)
             echo(f"crm      started      {self.crm.url('root', 'crm')}")
 
-        if self.table.running("kafka"):
-            echo(f"kafka    already up   {self.kafka.bootstrap}")
-        else:
-            self.kafka.start(self.table)
-            echo(f"kafka    started      {self.kafka.bootstrap}")
-        echo(f"warning: {IN_MEMORY_WARNING}")
+        self.start_broker(echo)
         if capture:
             # Once, before anything produces or consumes: two processes creating the same topic at the
             # same moment left the in-memory broker unable to accept that topic's records.
@@ -164,6 +161,22 @@ class LocalStack:
         if capture:
             self.write_prometheus_targets()
             self.start_prometheus(echo)
+
+    def start_broker(self, echo: Callable[[str], None] = print) -> None:
+        """The broker's object store first (durable mode), then the broker."""
+        store = self.kafka.store
+        if store is not None and self.table.running(store.name):
+            echo(f"{store.name:<12} already up   {store.endpoint}")
+        elif store is not None:
+            store.start(self.table)
+            echo(f"{store.name:<12} started      {store.endpoint} (data in {store.root})")
+        if self.table.running("kafka"):
+            echo(f"kafka    already up   {self.kafka.bootstrap}")
+        else:
+            self.kafka.start(self.table)
+            echo(f"kafka    started      {self.kafka.bootstrap} (storage: {self.kafka.storage})")
+        if store is None:
+            echo(f"warning: {IN_MEMORY_WARNING}")
 
     def prometheus_dir(self) -> Path:
         return self.home / "prometheus"
@@ -242,6 +255,8 @@ class LocalStack:
             "TIDEMARK_ERP_PORT": str(s.erp_port),
             "TIDEMARK_CRM_PORT": str(s.crm_port),
             "TIDEMARK_KAFKA_PORT": str(s.kafka_port),
+            "TIDEMARK_BROKER_STORAGE": s.broker_storage,
+            "TIDEMARK_BROKER_STORE_PORT": str(s.broker_store_port),
             "TIDEMARK_METRICS_PORT": str(s.metrics_port),
             "TIDEMARK_METRICS_HOST": s.metrics_host,
             "TIDEMARK_PROMETHEUS_PORT": str(s.prometheus_port),
@@ -255,7 +270,7 @@ class LocalStack:
         """Stop exactly the processes this stack started, consumers before the services they use."""
         names = self.table.names()
         order = [n for n in names if n.startswith("dataflow")] + [n for n in names if n.startswith("capture-")]
-        order += [n for n in ("prometheus", "kafka", "crm", "erp") if n in names]
+        order += [n for n in ("prometheus", "kafka", "kafka-store", "crm", "erp") if n in names]
         for name in order:
             # PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave).
             sig = signal.SIGINT if name == "erp" or name.startswith("dataflow") else signal.SIGTERM
@@ -270,8 +285,11 @@ class LocalStack:
                                                "capture_url": self.erp.url(CAPTURE_ROLE, "erp")}),
             "crm": ("mariadb", s.crm_port, {"url": self.crm.url("root", "crm"),
                                             "capture_url": self.crm.url(CAPTURE_USER, "crm")}),
-            "kafka": ("kafka-broker", s.kafka_port, {"bootstrap": self.kafka.bootstrap}),
+            "kafka": ("kafka-broker", s.kafka_port, {"bootstrap": self.kafka.bootstrap, "storage": self.kafka.storage}),
         }  # fmt: skip
+        if self.kafka.store is not None:
+            services["kafka-store"] = ("s3rver", s.broker_store_port, {"url": self.kafka.store.endpoint,
+                                                                       "data": str(self.kafka.store.root)})  # fmt: skip
         for name, (kind, port, endpoint) in services.items():
             record = self.table.get(name)
             up = record is not None and is_alive(record) and port_open(s.bind_host, port)

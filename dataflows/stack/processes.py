@@ -23,6 +23,8 @@ class ProcessRecord:
     argv: list[str]
     log: str
     endpoint: dict[str, str] = field(default_factory=dict)
+    log_offset: int = 0  # where this run's output starts in `log`: status reads errors of this run only
+    config_hash: str = ""  # of the file the process was started with (a connector file), to notice edits
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -40,6 +42,22 @@ def _start_ticks(pid: int) -> int | None:
 def is_alive(record: ProcessRecord) -> bool:
     """True only when the recorded process itself is still running (not a zombie, not a reused pid)."""
     return _start_ticks(record.pid) == record.start_ticks
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make it 0700: logs, offsets and snapshots hold customer data."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with a 0600 file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
 
 
 class ProcessTable:
@@ -75,12 +93,16 @@ class ProcessTable:
         user: str | None = None,
         cwd: Path | None = None,
         endpoint: dict[str, str] | None = None,
+        config_hash: str = "",
     ) -> ProcessRecord:
-        """Start a detached process logging to `<home>/logs/<name>.log` and record it."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        """Start a detached process logging to `<home>/logs/<name>.log` (0600) and record it."""
+        private_dir(self.run_dir)
+        private_dir(self.log_dir)
         log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            offset = log.seek(0, os.SEEK_END)
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -90,6 +112,7 @@ class ProcessTable:
                 cwd=cwd,
                 user=user,
                 start_new_session=True,  # a Ctrl-C in the shell that ran `up` must not stop the stack
+                umask=0o077,  # offsets, schema history, snapshots, logs, sockets: private to the owner
             )
         ticks = None
         for _ in range(50):
@@ -97,8 +120,8 @@ class ProcessTable:
             if ticks is not None:
                 break
             time.sleep(0.01)
-        record = ProcessRecord(name, proc.pid, ticks or -1, argv, str(log_path), endpoint or {})
-        self.path(name).write_text(json.dumps(asdict(record), indent=2))
+        record = ProcessRecord(name, proc.pid, ticks or -1, argv, str(log_path), endpoint or {}, offset, config_hash)
+        write_private(self.path(name), json.dumps(asdict(record), indent=2))
         return record
 
     def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:

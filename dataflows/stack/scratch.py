@@ -29,10 +29,12 @@ def make_settings(home: Path, **overrides: object) -> Settings:
 
     Scratch stacks keep the broker in memory unless asked (`broker_storage="s3"`): most tests are about
     the pipeline, not the broker's durability, and memory is faster. The tests of `up`/`down` and of
-    broker kills run the durable broker `tidemark up` starts by default."""
+    broker kills run the durable broker `tidemark up` starts by default. Likewise no supervisor unless
+    asked (`supervise=True`): tests that kill processes restart them on their own schedule."""
     values: dict[str, object] = {
         "home": home,
         "broker_storage": "memory",
+        "supervise": False,  # tests that kill processes restart them themselves, unless a test asks
         "erp_port": free_port(),
         "crm_port": free_port(),
         "kafka_port": free_port(),

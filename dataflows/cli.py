@@ -28,7 +28,13 @@ def _stack() -> LocalStack:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    _stack().up(capture=not args.no_capture)
+    from dataflows.stack.local import HomeNotUsableError
+
+    try:
+        _stack().up(capture=not args.no_capture)
+    except HomeNotUsableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("stack is up: `tidemark status` shows it, `tidemark down` stops it")
     return 0
 

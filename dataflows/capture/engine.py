@@ -159,6 +159,20 @@ def log4j_config(path: Path, log_file: Path) -> Path:
     return path
 
 
+def _failure_reason(failure: list[BaseException], completion: Completion, stop_requested: bool) -> str | None:
+    """Why the engine ended, or None for the stop we asked for: closing a running engine interrupts it
+    (java.lang.InterruptedException), which is the stop itself, not a failure."""
+    if stop_requested:
+        if failure or (completion.called and not completion.success):
+            log.info("engine ended while stopping: %s", failure[0] if failure else completion.error)
+        return None
+    if failure:
+        return f"{type(failure[0]).__name__}: {failure[0]}"
+    if completion.called and not completion.success:
+        return completion.error or completion.message or "connector failed"
+    return f"engine stopped: {completion.message or 'without a reason'}"
+
+
 def run_capture(
     source: str, properties: dict[str, str], *, state_dir: Path, log_dir: Path, bootstrap: str, partitions: int,
     metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
@@ -226,13 +240,8 @@ def run_capture(
     if monitor is not None:
         monitor.stop()
 
-    if failure:
-        reason = f"{type(failure[0]).__name__}: {failure[0]}"
-    elif completion.called and not completion.success:
-        reason = completion.error or completion.message or "connector failed"
-    elif not stop_requested.is_set():
-        reason = f"engine stopped: {completion.message or 'without a reason'}"
-    else:
+    reason = _failure_reason(failure, completion, stop_requested.is_set())
+    if reason is None:
         status.set_state("stopped")
         log.info("capture %s stopped", source)
         return 0

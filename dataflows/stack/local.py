@@ -25,12 +25,26 @@ from dataflows.settings import Settings, project_root
 from dataflows.stack import secrets_file
 from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker, ObjectStore
 from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstance, crm_schema_sql
+from dataflows.stack.mariadb import run_as as mariadb_user
 from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, erp_schema_sql
+from dataflows.stack.postgres import run_as as postgres_user
 
 OPS_DATABASE = "tidemark"
-from dataflows.stack.processes import ProcessRecord, ProcessTable, is_alive, port_open, private_dir
+from dataflows.stack.processes import (
+    ProcessRecord,
+    ProcessTable,
+    is_alive,
+    port_open,
+    private_dir,
+    unreachable_ancestor,
+    write_private,
+)
 from dataflows.stack.scrape import capture_detail, dataflow_detail, last_error
 from dataflows.stack.supervisor import RestartCounts
+
+
+class HomeNotUsableError(RuntimeError):
+    """$TIDEMARK_HOME is where the database servers' users cannot reach it."""
 
 
 @dataclass
@@ -117,12 +131,13 @@ class LocalStack:
     # -- lifecycle ----------------------------------------------------------------------------
     def up(self, *, capture: bool = True, dataflow: bool = True, echo: Callable[[str], None] = print) -> None:
         """Start what is not running; initialise databases on first use. Safe to run twice."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.check_home()
         connectors = self.connectors() if capture else {}  # refuse a bad config before starting anything
         with self.lock():
             passwords = secrets_file.load_or_create(self.home)
             self.start_erp(passwords, echo)
             self.start_crm(passwords, echo)
+            self.write_admin_logins(passwords)
             self.start_broker(echo)
             if capture:
                 # Once, before anything produces or consumes: two processes creating the same topic at the
@@ -138,12 +153,38 @@ class LocalStack:
         if capture and self.settings.supervise:
             self.start_supervisor(echo)
 
+    def check_home(self) -> None:
+        """Create $TIDEMARK_HOME enterable (0711: not listable) for the users the databases run as, or fail
+        at once, saying what to do, when one of its parents keeps them out (e.g. a `mktemp -d`)."""
+        if not self.home.exists():
+            self.home.mkdir(parents=True)
+            self.home.chmod(0o711)
+        for user in sorted({u for u in (postgres_user(), mariadb_user()) if u}):
+            blocked = unreachable_ancestor(self.home, user)
+            if blocked is not None:
+                msg = (f"TIDEMARK_HOME={self.home} cannot be used: the database servers run as user '{user}', "
+                       f"who may not enter {blocked} (mode {oct(blocked.stat().st_mode & 0o777)}). Choose a "
+                       f"TIDEMARK_HOME outside it (e.g. TIDEMARK_HOME=/var/tmp/tidemark), or allow entering "
+                       f"without listing: chmod o+x {blocked}")  # fmt: skip
+                raise HomeNotUsableError(msg)
+
+    def write_admin_logins(self, passwords: dict[str, str]) -> None:
+        """Client files for the README's admin logins, so no password goes on a command line (0600)."""
+        directory = private_dir(self.home / "admin")
+        s = self.settings
+        write_private(directory / "pgpass", f"{s.erp_connect_host}:{s.erp_port}:*:postgres:"
+                                            f"{passwords['erp.admin.password']}\n")  # fmt: skip
+        write_private(directory / "my.cnf", f"[client]\nhost={s.crm_connect_host}\nport={s.crm_port}\nuser=root\n"
+                                            f"password={passwords['crm.admin.password']}\n"
+                                            "default-character-set=utf8mb4\n")  # fmt: skip
+
     @contextmanager
     def lock(self, *, blocking: bool = True) -> Iterator[bool]:
         """The stack's change lock: `up`, `down`, `restart` and the supervisor change it one at a time.
         Yields False, without waiting, when `blocking` is off and someone else holds it."""
         private_dir(self.table.run_dir)
-        with open(self.table.run_dir / "stack.lock", "w") as f:
+        fd = os.open(self.table.run_dir / "stack.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except BlockingIOError:

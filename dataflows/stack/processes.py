@@ -44,6 +44,31 @@ def is_alive(record: ProcessRecord) -> bool:
     return _start_ticks(record.pid) == record.start_ticks
 
 
+def unreachable_ancestor(path: Path, user: str) -> Path | None:
+    """The first directory on the way to `path` that `user` may not enter (no search permission), or None."""
+    import grp
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    for directory in [*reversed(path.parents), path]:
+        try:
+            st = directory.stat()
+        except FileNotFoundError:
+            return None  # not created yet: `up` creates it enterable
+        if entry.pw_uid == 0:
+            continue
+        if st.st_uid == entry.pw_uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid in gids:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            return directory
+    return None
+
+
 def private_dir(path: Path) -> Path:
     """Create `path` (and parents) and make it 0700: logs, offsets and snapshots hold customer data."""
     path.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,20 @@ def log4j_config(path: Path, log_file: Path) -> Path:
     return path
 
 
+def _shut_down(engine: CaptureEngine, thread: threading.Thread, writer: KafkaBatchWriter,
+               monitor: SlotMonitor | None) -> None:  # fmt: skip
+    """Close what the capture opened, each step bounded: the caller exits the process whatever the JVM does."""
+    if thread.is_alive():
+        engine.close()
+        thread.join(timeout=30)
+    try:
+        writer.close()
+    except Exception as e:  # noqa: BLE001 - a broker that is away must not keep a stopped capture alive
+        log.warning("closing the Kafka writer failed: %s", e)
+    if monitor is not None:
+        monitor.stop()
+
+
 def _failure_reason(failure: list[BaseException], completion: Completion, stop_requested: bool) -> str | None:
     """Why the engine ended, or None for the stop we asked for: closing a running engine interrupts it
     (java.lang.InterruptedException), which is the stop itself, not a failure."""
@@ -229,17 +243,8 @@ def run_capture(
     # The engine may report its end (completion callback) while run() still blocks: that is a stop too.
     while thread.is_alive() and not completion.done.is_set() and not stop_requested.wait(0.2):
         pass
-    if thread.is_alive():
-        engine.close()
-        thread.join(timeout=30)  # bounded: the caller exits the process whatever the JVM still does
-    try:
-        writer.close()
-    except Exception as e:  # noqa: BLE001 - a broker that is away must not keep a stopped capture alive
-        log.warning("closing the Kafka writer failed: %s", e)
+    _shut_down(engine, thread, writer, monitor)
     metrics.CAPTURE_ENGINE_UP.labels(source).set(0)
-    if monitor is not None:
-        monitor.stop()
-
     reason = _failure_reason(failure, completion, stop_requested.is_set())
     if reason is None:
         status.set_state("stopped")

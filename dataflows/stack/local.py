@@ -398,6 +398,8 @@ class LocalStack:
     def down(self, echo: Callable[[str], None] = print) -> None:
         """Stop exactly the processes this stack started, consumers before the services they use
         (the supervisor first, so it restarts nothing that is being stopped)."""
+        if not self.table.run_dir.exists():
+            return  # nothing was ever started here
         if self.table.get("supervisor") is not None:
             was_running = self.table.stop("supervisor")
             echo(f"{'supervisor':<12} {'stopped' if was_running else 'was not running'}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,11 @@ class KafkaBatchWriter:
         """Send every record and wait for all acknowledgements; raise DeliveryError on any failure."""
         self.ensure_topics(r.topic for r in records)
         futures = [self._producer.send(r.topic, key=r.key, value=r.value) for r in records]
-        self._producer.flush(timeout=self.timeout_s)
+        try:
+            self._producer.flush(timeout=self.timeout_s)
+        except KafkaTimeoutError:
+            pass  # kafka-python 3 raises here on timeout: the unacknowledged futures below say the same
+
         failed = [f for f in futures if not f.succeeded()]
         if failed:
             first = failed[0].exception if failed[0].is_done else "not acknowledged in time"

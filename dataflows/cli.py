@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -27,13 +28,41 @@ def _stack() -> LocalStack:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    _stack().up(capture=not args.no_capture)
+    from dataflows.stack.local import HomeNotUsableError
+
+    try:
+        _stack().up(capture=not args.no_capture)
+    except HomeNotUsableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("stack is up: `tidemark status` shows it, `tidemark down` stops it")
     return 0
 
 
 def cmd_down(_args: argparse.Namespace) -> int:
     _stack().down()
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    try:
+        _stack().restart(args.component)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_supervise(_args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from dataflows.stack.supervisor import run_supervisor
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
+    signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
+    run_supervisor(_stack(), stop)
     return 0
 
 
@@ -55,6 +84,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"{'':<14} consumer lag {d['consumer_lag_messages']} messages, reorder buffer {d['reorder_buffer_depth']}, "
                       f"{d['golden_customers']} golden customers, {d['lifecycle_events']} events, "
                       f"{d['dead_letters']} dead letters")  # fmt: skip
+            if d.get("restarts"):
+                print(f"{'':<14} restarted {d['restarts']} time(s) by the supervisor; last reason: {d.get('last_restart_reason')}")
             if d.get("last_error"):
                 print(f"{'':<14} last error: {d['last_error']}")
     return 0 if all(r.state == "up" for r in rows) else 3
@@ -76,7 +107,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     except (ConnectorConfigError, SecretError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_capture(
+    code = run_capture(
         config.name,
         props,
         state_dir=state_dir,
@@ -86,6 +117,12 @@ def cmd_capture(args: argparse.Namespace) -> int:
         metrics_port=stack.capture_metrics_port(config.name),
         metrics_host=stack.settings.metrics_host,
     )
+    # Exit now: the JVM's non-daemon threads (a half-stopped engine, Kafka clients) would otherwise keep the
+    # process alive after a failure, deaf to SIGTERM (whose handler only asks a loop that ended to stop).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -262,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-capture", action="store_true", help="start databases and broker only")
     p.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(func=cmd_down)
+    p = sub.add_parser("restart", help="stop one component and start it again (e.g. capture-erp, dataflow, kafka)")
+    p.add_argument("component")
+    p.set_defaults(func=cmd_restart)
+    sub.add_parser("supervise", help="the local stack's supervisor (`up` starts it)").set_defaults(func=cmd_supervise)
     p = sub.add_parser("status", help="state of every component; exit 3 if any is down")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import io
 import logging
+import os
+import signal
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from dataflows.config.connectors import capture_topics
 from dataflows.flows.consistency import FlowConfig, build_flow
 from dataflows.io.sinks import ensure_topics
 from dataflows.stack.local import LocalStack
+from dataflows.stack.processes import private_dir
 
 log = logging.getLogger(__name__)
 RECOVERY_PARTITIONS = 4  # fixed at first start; enough for up to 4 processes resuming each other's state
@@ -48,7 +53,8 @@ def cluster_addresses(stack: LocalStack, processes: int) -> list[str]:
 
 
 def _init_recovery(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)  # snapshots hold customer state: 0700 directories, 0600 files
+    private_dir(directory)
     with open(directory.parent / "recovery.lock", "w") as lock:  # processes of one cluster start together
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not any(directory.glob("part-*")):
@@ -69,14 +75,60 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> 
     gc.set_threshold(50_000, 50, 1000)
     metrics.serve(stack.dataflow_metrics_port(process_id), s.metrics_host)
     addresses = cluster_addresses(stack, processes) if processes > 1 else None
+    signal.signal(signal.SIGINT, _stop_quietly)
     log.info("dataflow process %d/%d starting; recovery in %s, snapshot every %ss",
              process_id, processes, recovery, s.snapshot_interval_s)  # fmt: skip
-    cli_main(
-        flow,
-        workers_per_process=1,
-        process_id=process_id if processes > 1 else None,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=s.snapshot_interval_s),
-        recovery_config=RecoveryConfig(str(recovery)),
-    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=1,
+            process_id=process_id if processes > 1 else None,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=s.snapshot_interval_s),
+            recovery_config=RecoveryConfig(str(recovery)),
+        )
+    except BaseException as e:
+        if not is_stop_signal(e):
+            raise
+    log.info("dataflow process %d/%d stopped", process_id, processes)
     return 0
+
+
+def _stop_quietly(_signum: int, _frame: object) -> None:
+    """The stop signal from `tidemark down`: raise KeyboardInterrupt as Python would, but first point fd 2
+    at /dev/null and keep Python's own stderr (our log lines) on a duplicate of it. The interrupt lands
+    inside a Python callback, and Bytewax's Rust side prints it as a panic with a backtrace on fd 2:
+    in the log that reads as a crash, while it is the requested stop."""
+    if not isinstance(sys.stderr, _QuietStderr):
+        sys.stderr.flush()
+        kept = _QuietStderr(os.dup(2), "w", buffering=1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = kept
+        for handler in logging.root.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(kept)
+    raise KeyboardInterrupt
+
+
+class _QuietStderr(io.TextIOWrapper):
+    """Python's stderr after the stop signal (marks that fd 2 was already silenced)."""
+
+    def __init__(self, fd: int, mode: str, buffering: int) -> None:
+        super().__init__(io.FileIO(fd, mode), line_buffering=buffering == 1)
+
+
+def is_stop_signal(error: BaseException) -> bool:
+    """True when `error` is the stop signal `tidemark down` sends (SIGINT), not a failure.
+
+    The SIGINT usually lands inside a Python callback (the Kafka poll); Bytewax then raises a
+    BytewaxRuntimeError whose cause chain holds the KeyboardInterrupt."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,12 @@ class Settings(BaseSettings):
     erp_port: int = Field(15432, description="Port of the local ERP PostgreSQL cluster.")
     crm_port: int = Field(13306, description="Port of the local CRM MariaDB instance.")
     kafka_port: int = Field(19092, description="Port of the local Kafka-protocol broker.")
+    broker_storage: Literal["s3", "memory"] = Field(
+        "s3",
+        description="Where the local broker keeps topics: 's3' (durable: files under home/kafka, through a local "
+        "file-backed S3 server) or 'memory' (faster, lost when the broker stops).",
+    )
+    broker_store_port: int = Field(19094, description="Port of the local S3 server the durable broker stores in.")
     metrics_port: int = Field(
         19100,
         description="First metrics port: dataflow process i serves on metrics_port+i, capture processes on "
@@ -40,6 +47,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics Tidemark creates.")
     dataflow_processes: int = Field(1, ge=1, description="Processes of the dataflow cluster `up` starts.")
     cluster_port: int = Field(19200, description="First port of the dataflow cluster's loopback addresses.")
+    supervise: bool = Field(True, description="`up` starts a supervisor restarting a dead capture or dataflow.")
     snapshot_interval_s: float = Field(5.0, gt=0, description="Seconds between recovery snapshots (epochs).")
     max_record_bytes: int = Field(1024 * 1024, ge=1024, description="Larger capture records go to the DLQ.")
     policy_file: Path | None = Field(None, description="YAML overriding the default governance policy.")

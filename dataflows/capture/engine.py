@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from dataflows import metrics
 from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord, connect_with_retry
 from dataflows.capture.slot_monitor import SlotMonitor
 from dataflows.capture.status import CaptureStatus
+from dataflows.stack.processes import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +159,43 @@ def log4j_config(path: Path, log_file: Path) -> Path:
     return path
 
 
+def _shut_down(engine: CaptureEngine, thread: threading.Thread, writer: KafkaBatchWriter,
+               monitor: SlotMonitor | None) -> None:  # fmt: skip
+    """Close what the capture opened, each step bounded: the caller exits the process whatever the JVM does."""
+    if thread.is_alive():
+        engine.close()
+        thread.join(timeout=30)
+    try:
+        writer.close()
+    except Exception as e:  # noqa: BLE001 - a broker that is away must not keep a stopped capture alive
+        log.warning("closing the Kafka writer failed: %s", e)
+    if monitor is not None:
+        monitor.stop()
+
+
+def _failure_reason(failure: list[BaseException], completion: Completion, stop_requested: bool) -> str | None:
+    """Why the engine ended, or None for the stop we asked for: closing a running engine interrupts it
+    (java.lang.InterruptedException), which is the stop itself, not a failure."""
+    if stop_requested:
+        if failure or (completion.called and not completion.success):
+            log.info("engine ended while stopping: %s", failure[0] if failure else completion.error)
+        return None
+    if failure:
+        return f"{type(failure[0]).__name__}: {failure[0]}"
+    if completion.called and not completion.success:
+        return completion.error or completion.message or "connector failed"
+    return f"engine stopped: {completion.message or 'without a reason'}"
+
+
 def run_capture(
     source: str, properties: dict[str, str], *, state_dir: Path, log_dir: Path, bootstrap: str, partitions: int,
     metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
 ) -> int:  # fmt: skip
-    """Run until stopped by a signal (exit 0) or until the connector fails (exit 1, reason logged)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log_dir.mkdir(parents=True, exist_ok=True)
+    """Run until stopped by a signal (exit 0) or until the engine stops for any other reason (exit 1,
+    reason logged and in status.json). Offsets, schema history and the JVM log are private (0700/0600)."""
+    os.umask(0o077)
+    private_dir(state_dir)
+    private_dir(log_dir)
     lock = open(state_dir / "capture.lock", "w")  # noqa: SIM115 - held for the life of the process
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,23 +240,13 @@ def run_capture(
     if monitor is not None:
         monitor.start()
     log.info("capture %s running; JVM log: %s", source, log_dir / f"capture-{source}.jvm.log")
-    while thread.is_alive() and not stop_requested.wait(0.2):
+    # The engine may report its end (completion callback) while run() still blocks: that is a stop too.
+    while thread.is_alive() and not completion.done.is_set() and not stop_requested.wait(0.2):
         pass
-    if stop_requested.is_set():
-        engine.close()
-        thread.join(timeout=30)
-    writer.close()
+    _shut_down(engine, thread, writer, monitor)
     metrics.CAPTURE_ENGINE_UP.labels(source).set(0)
-    if monitor is not None:
-        monitor.stop()
-
-    if failure:
-        reason = f"{type(failure[0]).__name__}: {failure[0]}"
-    elif completion.called and not completion.success:
-        reason = completion.error or completion.message or "connector failed"
-    elif not stop_requested.is_set():
-        reason = completion.message or "engine stopped without a reason"
-    else:
+    reason = _failure_reason(failure, completion, stop_requested.is_set())
+    if reason is None:
         status.set_state("stopped")
         log.info("capture %s stopped", source)
         return 0

@@ -49,8 +49,11 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
 class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
     def __init__(self, bootstrap: str, partitions: int, client_id: str) -> None:
         self.partitions = partitions
+        # Not idempotent, one request in flight: see KafkaBatchWriter (the local broker can lose records an
+        # idempotent producer had acknowledged when it is killed).
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-                                      enable_idempotence=True, linger_ms=5, retries=2**31 - 1,
+                                      enable_idempotence=False, max_in_flight_requests_per_connection=1,
+                                      linger_ms=5, retries=2**31 - 1,
                                       batch_size=256 * 1024,  # fewer, fuller requests: kafka-python's sender is pure Python
                                       delivery_timeout_ms=120_000, max_request_size=8 * 1024 * 1024)  # fmt: skip
 

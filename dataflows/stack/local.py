@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +26,28 @@ from dataflows.outputs import OUTPUT_TOPICS
 from dataflows.stewardship import STEWARDSHIP_PARTITIONS, STEWARDSHIP_TOPIC
 from dataflows.settings import Settings, project_root
 from dataflows.stack import secrets_file
-from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker
+from dataflows.stack.broker import IN_MEMORY_WARNING, LocalBroker, ObjectStore
 from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstance, crm_schema_sql
+from dataflows.stack.mariadb import run_as as mariadb_user
 from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, erp_schema_sql
+from dataflows.stack.postgres import run_as as postgres_user
 
 OPS_DATABASE = "tidemark"
-from dataflows.stack.processes import ProcessTable, is_alive, port_open
-from dataflows.stack.scrape import capture_detail, dataflow_detail, last_error_line
+from dataflows.stack.processes import (
+    ProcessRecord,
+    ProcessTable,
+    is_alive,
+    port_open,
+    private_dir,
+    unreachable_ancestor,
+    write_private,
+)
+from dataflows.stack.scrape import capture_detail, dataflow_detail, last_error
+from dataflows.stack.supervisor import RestartCounts
+
+
+class HomeNotUsableError(RuntimeError):
+    """$TIDEMARK_HOME is where the database servers' users cannot reach it."""
 
 
 @dataclass
@@ -56,7 +74,9 @@ class LocalStack:
         host = settings.bind_host
         self.erp = PostgresCluster("erp", self.home / "erp", host, settings.erp_port)
         self.crm = MariaDBInstance("crm", self.home / "crm", host, settings.crm_port)
-        self.kafka = LocalBroker("kafka", host, settings.kafka_port)
+        store = (ObjectStore("kafka-store", self.home / "kafka" / "store", host, settings.broker_store_port)
+                 if settings.broker_storage == "s3" else None)  # fmt: skip
+        self.kafka = LocalBroker("kafka", host, settings.kafka_port, store)
 
     # -- configuration handed to capture processes -------------------------------------------
     def connectors(self) -> dict[str, ConnectorConfig]:
@@ -114,63 +134,183 @@ class LocalStack:
     # -- lifecycle ----------------------------------------------------------------------------
     def up(self, *, capture: bool = True, dataflow: bool = True, echo: Callable[[str], None] = print) -> None:
         """Start what is not running; initialise databases on first use. Safe to run twice."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        passwords = secrets_file.load_or_create(self.home)
+        self.check_home()
         if capture:  # refuse a bad config before starting anything
             validate_files(connector_files(self.settings.connectors_dir)).raise_if_problems()
         connectors = self.connectors() if capture else {}
+        with self.lock():
+            passwords = secrets_file.load_or_create(self.home)
+            self.start_erp(passwords, echo)
+            self.start_crm(passwords, echo)
+            if capture:  # the databases are up: every mapped column must exist before anything captures
+                self.check_sources_against_databases()
+            self.write_admin_logins(passwords)
+            self.start_broker(echo)
+            if capture:
+                # Once, before anything produces or consumes: two processes creating the same topic at the
+                # same moment left the in-memory broker unable to accept that topic's records.
+                ensure_topics(self.settings.kafka_bootstrap, self.all_topics())
+            for source in connectors:
+                self.ensure_capture(source, echo)
+            if dataflow and capture:
+                self.start_dataflow(echo)
+            if capture:
+                self.write_prometheus_targets()
+                self.start_prometheus(echo)
+        if capture and self.settings.supervise:
+            self.start_supervisor(echo)
 
+    def check_home(self) -> None:
+        """Create $TIDEMARK_HOME enterable (0711: not listable) for the users the databases run as, or fail
+        at once, saying what to do, when one of its parents keeps them out (e.g. a `mktemp -d`)."""
+        if not self.home.exists():
+            self.home.mkdir(parents=True)
+            self.home.chmod(0o711)
+        for user in sorted({u for u in (postgres_user(), mariadb_user()) if u}):
+            blocked = unreachable_ancestor(self.home, user)
+            if blocked is not None:
+                msg = (f"TIDEMARK_HOME={self.home} cannot be used: the database servers run as user '{user}', "
+                       f"who may not enter {blocked} (mode {oct(blocked.stat().st_mode & 0o777)}). Choose a "
+                       f"TIDEMARK_HOME outside it (e.g. TIDEMARK_HOME=/var/tmp/tidemark), or allow entering "
+                       f"without listing: chmod o+x {blocked}")  # fmt: skip
+                raise HomeNotUsableError(msg)
+
+    def write_admin_logins(self, passwords: dict[str, str]) -> None:
+        """Client files for the README's admin logins, so no password goes on a command line (0600)."""
+        directory = private_dir(self.home / "admin")
+        s = self.settings
+        write_private(directory / "pgpass", f"{s.erp_connect_host}:{s.erp_port}:*:postgres:"
+                                            f"{passwords['erp.admin.password']}\n")  # fmt: skip
+        write_private(directory / "my.cnf", f"[client]\nhost={s.crm_connect_host}\nport={s.crm_port}\nuser=root\n"
+                                            f"password={passwords['crm.admin.password']}\n"
+                                            "default-character-set=utf8mb4\n")  # fmt: skip
+
+    @contextmanager
+    def lock(self, *, blocking: bool = True) -> Iterator[bool]:
+        """The stack's change lock: `up`, `down`, `restart` and the supervisor change it one at a time.
+        Yields False, without waiting, when `blocking` is off and someone else holds it."""
+        private_dir(self.table.run_dir)
+        fd = os.open(self.table.run_dir / "stack.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    def start_erp(self, passwords: dict[str, str], echo: Callable[[str], None] = print) -> None:
         if self.table.running("erp"):
             echo(f"erp      already up   {self.erp.url('postgres', 'erp')}")
-        else:
-            fresh = not self.erp.initialized()
-            if fresh:
-                self.erp.init()
-            self.erp.start(self.table)
-            if fresh:
-                pw = {"admin": passwords["erp.admin.password"], "capture": passwords["erp.capture.password"]}
-                self.erp.bootstrap("erp", erp_schema_sql(), pw, capture_schema="erp")
-                self.erp.create_ops_database(OPS_DATABASE, passwords["ops.password"])
-            echo(f"erp      started      {self.erp.url('postgres', 'erp')}")
+            return
+        fresh = not self.erp.initialized()
+        if fresh:
+            self.erp.init()
+        self.erp.start(self.table)
+        if fresh:
+            pw = {"admin": passwords["erp.admin.password"], "capture": passwords["erp.capture.password"]}
+            self.erp.bootstrap("erp", erp_schema_sql(), pw, capture_schema="erp")
+            self.erp.create_ops_database(OPS_DATABASE, passwords["ops.password"])
+        echo(f"erp      started      {self.erp.url('postgres', 'erp')}")
 
+    def start_crm(self, passwords: dict[str, str], echo: Callable[[str], None] = print) -> None:
         if self.table.running("crm"):
             echo(f"crm      already up   {self.crm.url('root', 'crm')}")
-        else:
-            fresh = not self.crm.initialized()
-            if fresh:
-                self.crm.init()
-            self.crm.start(self.table)
-            if fresh:
-                pw = {"admin": passwords["crm.admin.password"], "capture": passwords["crm.capture.password"],
-                      "writeback": passwords["crm.writeback.password"]}
-                self.crm.bootstrap("crm", crm_schema_sql(), pw)
-            echo(f"crm      started      {self.crm.url('root', 'crm')}")
-        if capture:  # the databases are up: every mapped column must exist before anything captures
-            self.check_sources_against_databases()
+            return
+        fresh = not self.crm.initialized()
+        if fresh:
+            self.crm.init()
+        self.crm.start(self.table)
+        if fresh:
+            pw = {"admin": passwords["crm.admin.password"], "capture": passwords["crm.capture.password"],
+                  "writeback": passwords["crm.writeback.password"]}  # fmt: skip
+            self.crm.bootstrap("crm", crm_schema_sql(), pw)
+        echo(f"crm      started      {self.crm.url('root', 'crm')}")
 
+    def connector_hash(self, source: str) -> str:
+        """SHA-256 of the connector file a capture runs with: `up` restarts a capture whose file changed."""
+        path = self.settings.connectors_dir / f"{source}.yaml"
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+    def ensure_capture(self, source: str, echo: Callable[[str], None] = print) -> None:
+        """Start the capture unless it runs with its connector file as it is now (else restart it)."""
+        name = capture_process_name(source)
+        record = self.table.running(name)
+        if record is not None and record.config_hash == self.connector_hash(source):
+            echo(f"{name:<12} already up")
+            return
+        if record is not None:
+            echo(f"{name:<12} connector file changed since it started: restarting")
+            self.table.stop(name)
+        self.start_capture(source)
+        echo(f"{name:<12} started (logs: {self.table.log_dir / (name + '.log')})")
+
+    def start_supervisor(self, echo: Callable[[str], None] = print) -> None:
+        if self.table.running("supervisor"):
+            echo(f"{'supervisor':<12} already up")
+            return
+        env = {**os.environ, **self.settings_environment()}
+        argv = [sys.executable, "-m", "dataflows.cli", "supervise"]
+        self.table.spawn("supervisor", argv, env=env, cwd=self.home)
+        echo(f"{'supervisor':<12} started (restarts a dead capture or dataflow; `tidemark status` counts restarts)")
+
+    def supervised(self) -> dict[str, list[str]]:
+        """What the supervisor restarts: each capture, and the dataflow cluster as a whole."""
+        components = {capture_process_name(s): [capture_process_name(s)] for s in self.capture_sources()}
+        components["dataflow"] = self.dataflow_names()
+        return components
+
+    def capture_sources(self) -> list[str]:
+        try:
+            return sorted(self.connectors())
+        except ValueError:  # an edited, broken connector file: the captures that run still count
+            return sorted(n.removeprefix("capture-") for n in self.table.names() if n.startswith("capture-"))
+
+    def exit_reason(self, name: str) -> str:
+        """Why a recorded process is gone: the error of its last run, else its capture status."""
+        error = run_error(self.table.get(name)).get("last_error")
+        if error is None and name.startswith("capture-"):
+            error = read_capture_status(self.capture_state_dir(name.removeprefix("capture-"))).get("last_error")
+        return error or "exited without an error message"
+
+    def restart(self, component: str, echo: Callable[[str], None] = print, *, locked: bool = False) -> None:
+        """Stop `component` (a capture, `dataflow`, or kafka, kafka-store, erp, crm, prometheus) and start it."""
+        if not locked:
+            with self.lock():
+                return self.restart(component, echo, locked=True)
+        starters: dict[str, Callable[[], None]] = {
+            capture_process_name(s): (lambda s=s: self.start_capture(s)) for s in self.capture_sources()
+        }
+        starters.update({
+            "dataflow": lambda: self.start_dataflow(echo), "kafka": lambda: self.start_broker(echo),
+            "kafka-store": lambda: self.start_broker(echo), "prometheus": lambda: self.start_prometheus(echo),
+            "erp": lambda: self.start_erp(secrets_file.load_or_create(self.home), echo),
+            "crm": lambda: self.start_crm(secrets_file.load_or_create(self.home), echo),
+        })  # fmt: skip
+        if component not in starters:
+            msg = f"unknown component {component!r}: one of {', '.join(sorted(starters))}"
+            raise ValueError(msg)
+        for name in self.dataflow_names() if component == "dataflow" else [component]:
+            self.table.stop(name, sig=stop_signal(name))
+        starters[component]()
+        echo(f"{component:<12} restarted")
+        return None
+
+    def start_broker(self, echo: Callable[[str], None] = print) -> None:
+        """The broker's object store first (durable mode), then the broker."""
+        store = self.kafka.store
+        if store is not None and self.table.running(store.name):
+            echo(f"{store.name:<12} already up   {store.endpoint}")
+        elif store is not None:
+            store.start(self.table)
+            echo(f"{store.name:<12} started      {store.endpoint} (data in {store.root})")
         if self.table.running("kafka"):
             echo(f"kafka    already up   {self.kafka.bootstrap}")
         else:
             self.kafka.start(self.table)
-            echo(f"kafka    started      {self.kafka.bootstrap}")
-        echo(f"warning: {IN_MEMORY_WARNING}")
-        if capture:
-            # Once, before anything produces or consumes: two processes creating the same topic at the
-            # same moment left the in-memory broker unable to accept that topic's records.
-            ensure_topics(self.settings.kafka_bootstrap, self.all_topics())
-
-        for source in connectors:
-            name = capture_process_name(source)
-            if self.table.running(name):
-                echo(f"{name:<12} already up")
-                continue
-            self.start_capture(source)
-            echo(f"{name:<12} started (logs: {self.table.log_dir / (name + '.log')})")
-        if dataflow and capture:
-            self.start_dataflow(echo)
-        if capture:
-            self.write_prometheus_targets()
-            self.start_prometheus(echo)
+            echo(f"kafka    started      {self.kafka.bootstrap} (storage: {self.kafka.storage})")
+        if store is None:
+            echo(f"warning: {IN_MEMORY_WARNING}")
 
     def check_sources_against_databases(self) -> None:
         """Every connector check, mapped columns read from the tables themselves; raises with all problems."""
@@ -243,7 +383,8 @@ class LocalStack:
         argv = [sys.executable, "-m", "dataflows.cli", "capture", source]
         port = self.capture_metrics_port(source)
         endpoint = {"metrics": f"http://{self.settings.metrics_host}:{port}/metrics"}
-        self.table.spawn(capture_process_name(source), argv, env=env, endpoint=endpoint, cwd=self.home)
+        self.table.spawn(capture_process_name(source), argv, env=env, endpoint=endpoint, cwd=self.home,
+                         config_hash=self.connector_hash(source))  # fmt: skip
 
     def settings_environment(self) -> dict[str, str]:
         """The settings as TIDEMARK_* variables, so a child process sees the same stack."""
@@ -255,6 +396,8 @@ class LocalStack:
             "TIDEMARK_ERP_PORT": str(s.erp_port),
             "TIDEMARK_CRM_PORT": str(s.crm_port),
             "TIDEMARK_KAFKA_PORT": str(s.kafka_port),
+            "TIDEMARK_BROKER_STORAGE": s.broker_storage,
+            "TIDEMARK_BROKER_STORE_PORT": str(s.broker_store_port),
             "TIDEMARK_METRICS_PORT": str(s.metrics_port),
             "TIDEMARK_METRICS_HOST": s.metrics_host,
             "TIDEMARK_PROMETHEUS_PORT": str(s.prometheus_port),
@@ -262,18 +405,24 @@ class LocalStack:
             "TIDEMARK_DATAFLOW_PROCESSES": str(s.dataflow_processes),
             "TIDEMARK_CLUSTER_PORT": str(s.cluster_port),
             "TIDEMARK_SNAPSHOT_INTERVAL_S": str(s.snapshot_interval_s),
+            "TIDEMARK_SUPERVISE": str(s.supervise).lower(),
         }
 
     def down(self, echo: Callable[[str], None] = print) -> None:
-        """Stop exactly the processes this stack started, consumers before the services they use."""
-        names = self.table.names()
-        order = [n for n in names if n.startswith("dataflow")] + [n for n in names if n.startswith("capture-")]
-        order += [n for n in ("prometheus", "kafka", "crm", "erp") if n in names]
-        for name in order:
-            # PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave).
-            sig = signal.SIGINT if name == "erp" or name.startswith("dataflow") else signal.SIGTERM
-            was_running = self.table.stop(name, sig=sig)
-            echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
+        """Stop exactly the processes this stack started, consumers before the services they use
+        (the supervisor first, so it restarts nothing that is being stopped)."""
+        if not self.table.run_dir.exists():
+            return  # nothing was ever started here
+        if self.table.get("supervisor") is not None:
+            was_running = self.table.stop("supervisor")
+            echo(f"{'supervisor':<12} {'stopped' if was_running else 'was not running'}")
+        with self.lock():
+            names = self.table.names()
+            order = [n for n in names if n.startswith("dataflow")] + [n for n in names if n.startswith("capture-")]
+            order += [n for n in ("prometheus", "kafka", "kafka-store", "crm", "erp") if n in names]
+            for name in order:
+                was_running = self.table.stop(name, sig=stop_signal(name))
+                echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
 
     def status(self) -> list[ComponentStatus]:
         s = self.settings
@@ -283,8 +432,11 @@ class LocalStack:
                                                "capture_url": self.erp.url(CAPTURE_ROLE, "erp")}),
             "crm": ("mariadb", s.crm_port, {"url": self.crm.url("root", "crm"),
                                             "capture_url": self.crm.url(CAPTURE_USER, "crm")}),
-            "kafka": ("kafka-broker", s.kafka_port, {"bootstrap": self.kafka.bootstrap}),
+            "kafka": ("kafka-broker", s.kafka_port, {"bootstrap": self.kafka.bootstrap, "storage": self.kafka.storage}),
         }  # fmt: skip
+        if self.kafka.store is not None:
+            services["kafka-store"] = ("s3rver", s.broker_store_port, {"url": self.kafka.store.endpoint,
+                                                                       "data": str(self.kafka.store.root)})  # fmt: skip
         for name, (kind, port, endpoint) in services.items():
             record = self.table.get(name)
             up = record is not None and is_alive(record) and port_open(s.bind_host, port)
@@ -297,9 +449,7 @@ class LocalStack:
             record = self.table.get(name)
             up = record is not None and is_alive(record)
             detail = dataflow_detail(record.endpoint.get("metrics")) if up and record else {}
-            error = last_error_line(self.table.log_dir / f"{name}.log")
-            if error:
-                detail["last_error"] = error
+            detail.update(run_error(record))
             rows.append(ComponentStatus(name, "dataflow", "up" if up else "down", record.pid if record else None,
                                         record.endpoint if record else {}, detail))  # fmt: skip
         for source in sources:
@@ -309,14 +459,44 @@ class LocalStack:
             detail = read_capture_status(self.capture_state_dir(source))
             if up and record:
                 detail.update(capture_detail(record.endpoint.get("metrics")))
+            elif detail.get("state") in ("starting", "running"):
+                detail["state"] = "dead"  # killed before it could say so: never "running"
+            if record is None:
+                detail.pop("last_error", None)  # stopped cleanly by `down`: an old run's error is not news
+            else:
+                detail.update(run_error(record))
             rows.append(ComponentStatus(capture_process_name(source), "capture", "up" if up else "down",
                                         record.pid if record else None, endpoint, detail))  # fmt: skip
+        restarts = RestartCounts(self.home).read()
+        for row in rows:
+            component = "dataflow" if row.kind == "dataflow" else row.name
+            if row.kind in ("dataflow", "capture") and component in restarts:
+                row.detail["restarts"] = restarts[component]["restarts"]
+                row.detail["last_restart_reason"] = restarts[component].get("last_reason")
+        supervisor = self.table.get("supervisor")
+        if supervisor is not None:
+            rows.append(ComponentStatus("supervisor", "supervisor", "up" if is_alive(supervisor) else "down",
+                                        supervisor.pid, {"restarts": str(RestartCounts(self.home).path)}))  # fmt: skip
         prometheus = self.table.get("prometheus")
         if prometheus is not None:
             up = is_alive(prometheus) and port_open(s.bind_host, s.prometheus_port)
             rows.append(ComponentStatus("prometheus", "prometheus", "up" if up else "down", prometheus.pid,
                                         prometheus.endpoint))  # fmt: skip
         return rows
+
+
+def stop_signal(name: str) -> int:
+    """PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave); the dataflow
+    treats SIGINT as its clean stop."""
+    return signal.SIGINT if name == "erp" or name.startswith("dataflow") else signal.SIGTERM
+
+
+def run_error(record: ProcessRecord | None) -> dict[str, str]:
+    """`{"last_error": ...}` from the log of the process's current run, or {} (no record: a clean stop)."""
+    if record is None:
+        return {}
+    error = last_error(Path(record.log), record.log_offset)
+    return {"last_error": error} if error else {}
 
 
 def read_capture_status(state_dir: Path) -> dict[str, Any]:

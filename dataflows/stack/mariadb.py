@@ -33,7 +33,7 @@ def mariadb_bin(name: str) -> str:
     raise FileNotFoundError(msg)
 
 
-def _run_as() -> str | None:
+def run_as() -> str | None:
     return "mysql" if os.geteuid() == 0 else None
 
 
@@ -91,9 +91,10 @@ class MariaDBInstance:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "binlog").mkdir(exist_ok=True)
         self.write_config()
-        user = _run_as()
-        if user:
-            for path in (self.root, self.root / "binlog"):
+        user = run_as()
+        for path in (self.root, self.root / "binlog"):
+            path.chmod(0o700)  # the binlog holds customer data; the socket inside is the server's alone
+            if user:
                 shutil.chown(path, user)
         argv = [mariadb_bin("mariadb-install-db"), f"--defaults-file={self.defaults_file}",
                 "--auth-root-authentication-method=normal", "--skip-test-db"]  # fmt: skip
@@ -104,11 +105,14 @@ class MariaDBInstance:
     def start(self, table: ProcessTable, timeout: float = 60.0) -> ProcessRecord:
         self.write_config()  # ports may have been overridden since init
         argv = [mariadb_bin("mariadbd"), f"--defaults-file={self.defaults_file}"]
-        if _run_as():
-            argv.append(f"--user={_run_as()}")
+        if run_as():
+            argv.append(f"--user={run_as()}")
+        self.root.chmod(0o700)  # also for a home made before this was the rule
         record = table.spawn(self.name, argv)
         wait_for_port(self.host, self.port, timeout, record)
         self._wait_accepting(timeout)
+        # mariadbd makes its socket 0777 whatever the umask: only its own user (and root) may use it.
+        self.socket.chmod(0o600)
         return record
 
     def _socket_connect(self, password: str = "", database: str | None = None) -> pymysql.Connection:

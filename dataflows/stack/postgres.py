@@ -31,7 +31,7 @@ def pg_bin(name: str) -> str:
     return found
 
 
-def _run_as() -> str | None:
+def run_as() -> str | None:
     """PostgreSQL refuses to run as root: drop to the `postgres` user when we are root."""
     return "postgres" if os.geteuid() == 0 else None
 
@@ -68,7 +68,7 @@ class PostgresCluster:
         """initdb a new cluster: trust on the private socket, passwords (scram) over TCP."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
-        user = _run_as()
+        user = run_as()
         if user:
             shutil.chown(self.root, user)
             shutil.chown(self.socket_dir, user)
@@ -95,7 +95,7 @@ class PostgresCluster:
     def start(self, table: ProcessTable, timeout: float = 30.0) -> ProcessRecord:
         # Port and socket passed on the command line too, so an overridden port wins over the conf file.
         argv = [pg_bin("postgres"), "-D", str(self.datadir), "-p", str(self.port), "-k", str(self.socket_dir)]
-        record = table.spawn(self.name, argv, user=_run_as(), endpoint={})
+        record = table.spawn(self.name, argv, user=run_as(), endpoint={})
         wait_for_port(self.host, self.port, timeout, record)
         self._wait_accepting(timeout)
         return record

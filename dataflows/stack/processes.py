@@ -23,6 +23,8 @@ class ProcessRecord:
     argv: list[str]
     log: str
     endpoint: dict[str, str] = field(default_factory=dict)
+    log_offset: int = 0  # where this run's output starts in `log`: status reads errors of this run only
+    config_hash: str = ""  # of the file the process was started with (a connector file), to notice edits
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -40,6 +42,47 @@ def _start_ticks(pid: int) -> int | None:
 def is_alive(record: ProcessRecord) -> bool:
     """True only when the recorded process itself is still running (not a zombie, not a reused pid)."""
     return _start_ticks(record.pid) == record.start_ticks
+
+
+def unreachable_ancestor(path: Path, user: str) -> Path | None:
+    """The first directory on the way to `path` that `user` may not enter (no search permission), or None."""
+    import grp
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    for directory in [*reversed(path.parents), path]:
+        try:
+            st = directory.stat()
+        except FileNotFoundError:
+            return None  # not created yet: `up` creates it enterable
+        if entry.pw_uid == 0:
+            continue
+        if st.st_uid == entry.pw_uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid in gids:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            return directory
+    return None
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make it 0700: logs, offsets and snapshots hold customer data."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with a 0600 file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
 
 
 class ProcessTable:
@@ -75,12 +118,16 @@ class ProcessTable:
         user: str | None = None,
         cwd: Path | None = None,
         endpoint: dict[str, str] | None = None,
+        config_hash: str = "",
     ) -> ProcessRecord:
-        """Start a detached process logging to `<home>/logs/<name>.log` and record it."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        """Start a detached process logging to `<home>/logs/<name>.log` (0600) and record it."""
+        private_dir(self.run_dir)
+        private_dir(self.log_dir)
         log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            offset = log.seek(0, os.SEEK_END)
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -90,6 +137,7 @@ class ProcessTable:
                 cwd=cwd,
                 user=user,
                 start_new_session=True,  # a Ctrl-C in the shell that ran `up` must not stop the stack
+                umask=0o077,  # offsets, schema history, snapshots, logs, sockets: private to the owner
             )
         ticks = None
         for _ in range(50):
@@ -97,8 +145,8 @@ class ProcessTable:
             if ticks is not None:
                 break
             time.sleep(0.01)
-        record = ProcessRecord(name, proc.pid, ticks or -1, argv, str(log_path), endpoint or {})
-        self.path(name).write_text(json.dumps(asdict(record), indent=2))
+        record = ProcessRecord(name, proc.pid, ticks or -1, argv, str(log_path), endpoint or {}, offset, config_hash)
+        write_private(self.path(name), json.dumps(asdict(record), indent=2))
         return record
 
     def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:

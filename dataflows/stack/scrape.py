@@ -61,15 +61,35 @@ def drained(detail: dict[str, Any]) -> bool:
     return bool(detail) and detail["consumer_lag_messages"] == 0 and detail["reorder_buffer_depth"] == 0
 
 
-def last_error_line(log: Path, tail_bytes: int = 64 * 1024) -> str | None:
-    """The newest ERROR or exception line of a log (only its tail is read)."""
+def last_error(log: Path, offset: int = 0, tail_bytes: int = 256 * 1024) -> str | None:
+    """The newest error of the run whose output starts at byte `offset` of `log` (earlier runs' errors
+    are not this run's): an exception's type and message, or an ERROR log line, with the log's path."""
     try:
         with open(log, "rb") as f:
-            f.seek(max(f.seek(0, 2) - tail_bytes, 0))
+            end = f.seek(0, 2)
+            f.seek(max(offset, end - tail_bytes))
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return None
-    for line in reversed(lines):
-        if " ERROR " in line or line.startswith(("Traceback", "RuntimeError", "Exception")):
-            return line.strip()[:300]
-    return None
+    message = newest_error(lines)
+    return f"{message[:300]} (log: {log})" if message else None
+
+
+def newest_error(lines: list[str]) -> str | None:
+    """The last error in log lines: a traceback counts as the exception line that ends it."""
+    found = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("Traceback (most recent call last)"):
+            j = i + 1
+            while j < len(lines) and (not lines[j] or lines[j][0] in " \t"):
+                j += 1  # frames and source lines are indented; the exception line is not
+            if j < len(lines):
+                found = lines[j].strip()
+            i = j + 1
+            continue
+        if " ERROR " in line:
+            found = line.split(" ERROR ", 1)[1].strip()
+        i += 1
+    return found

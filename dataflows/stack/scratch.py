@@ -25,12 +25,20 @@ def new_home(prefix: str = "tidemark-scratch-") -> Path:
 
 
 def make_settings(home: Path, **overrides: object) -> Settings:
-    """Settings for a stack in `home` whose listeners take free ports, so it runs beside any other."""
+    """Settings for a stack in `home` whose listeners take free ports, so it runs beside any other.
+
+    Scratch stacks keep the broker in memory unless asked (`broker_storage="s3"`): most tests are about
+    the pipeline, not the broker's durability, and memory is faster. The tests of `up`/`down` and of
+    broker kills run the durable broker `tidemark up` starts by default. Likewise no supervisor unless
+    asked (`supervise=True`): tests that kill processes restart them on their own schedule."""
     values: dict[str, object] = {
         "home": home,
+        "broker_storage": "memory",
+        "supervise": False,  # tests that kill processes restart them themselves, unless a test asks
         "erp_port": free_port(),
         "crm_port": free_port(),
         "kafka_port": free_port(),
+        "broker_store_port": free_port(),
         "metrics_port": free_port(),
         "prometheus_port": free_port(),
         "cluster_port": free_port(),

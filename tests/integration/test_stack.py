@@ -25,7 +25,7 @@ def _cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[LocalStack]:
     home = new_home("tidemark-stack-")
-    stack = LocalStack(make_settings(home))
+    stack = LocalStack(make_settings(home, broker_storage="s3"))  # what `tidemark up` runs by default
     yield stack
     stack.down(echo=lambda _l: None)
     shutil.rmtree(home, ignore_errors=True)
@@ -34,7 +34,7 @@ def own_stack() -> Iterator[LocalStack]:
 def test_up_status_down(own_stack: LocalStack) -> None:
     first = _cli(own_stack, "up")
     assert first.returncode == 0, first.stderr
-    assert "in memory" in first.stdout  # says plainly the local broker is not durable
+    assert "storage: s3://tansu/" in first.stdout  # the durable broker, its data under $TIDEMARK_HOME
     for source in ("erp", "crm"):
         wait_capture_running(own_stack, source)
     pids_before = {r.name: r.pid for r in own_stack.status()}
@@ -46,7 +46,7 @@ def test_up_status_down(own_stack: LocalStack) -> None:
     status = _cli(own_stack, "status", "--json")
     assert status.returncode == 0, status.stdout
     rows = {r["name"]: r for r in json.loads(status.stdout)}
-    assert set(rows) == {"erp", "crm", "kafka", "capture-erp", "capture-crm", "dataflow-0", "prometheus"}
+    assert set(rows) == {"erp", "crm", "kafka-store", "kafka", "capture-erp", "capture-crm", "dataflow-0", "prometheus"}
     assert all(r["state"] == "up" and r["pid"] for r in rows.values())
     s = own_stack.settings
     assert rows["kafka"]["endpoint"]["bootstrap"] == f"127.0.0.1:{s.kafka_port}"

@@ -1,7 +1,8 @@
 """The Tidemark dataflow: capture topics in, consistency core, governed writes out.
 
     capture topics ─> decode+map ─┬─> core (reorder, dedupe, identity, ownership, lifecycle) ─> route ─┬─> Kafka outputs
-                                  └─> dead letters ───────────────────────────────────────────────────┤─> customer_360
+                                  └─> dead letters ───────────────────────────────────────────────────┤─> dead_letters table
+                                                                                                       ├─> customer_360
                                                                                                        └─> CRM write-back
 
 Decode and map run on every worker; the core is one keyed step (its reorder watermark and identity
@@ -32,6 +33,7 @@ from dataflows.memory import return_free_memory
 from dataflows.outputs import KafkaOut, dead_letter_out, route
 from dataflows.targets.crm_writeback import CrmWriter
 from dataflows.targets.customer_360 import Customer360Writer
+from dataflows.targets.dead_letters import DeadLetterWriter, dead_letter_row
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ def build_flow(config: FlowConfig) -> Dataflow:
     routed = op.map("unkey", results, lambda kv: kv[1])
     kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)
     op.output("kafka", kafka_out, KafkaOutputSink(config.bootstrap, config.partitions))
+    op.output("dead_letters", op.filter_map("to_dead_letters", kafka_out, dead_letter_row),
+              WriterSink("dead_letters", lambda: DeadLetterWriter(config.ops_conninfo)))  # fmt: skip
     op.output("customer_360", op.filter_map("to_c360", routed, _target("customer_360")),
               WriterSink("customer_360", lambda: Customer360Writer(config.ops_conninfo)))  # fmt: skip
     op.output("crm_writeback", op.filter_map("to_crm", routed, _target("crm")),

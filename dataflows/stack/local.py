@@ -262,6 +262,10 @@ class LocalStack:
             was_running = self.table.stop(name, sig=sig)
             echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
 
+    def dead_letter_count(self) -> int | None:
+        """Open dead letters in the durable table (None while the ops database is unreachable)."""
+        return _open_dead_letters(self.ops_conninfo())
+
     def status(self) -> list[ComponentStatus]:
         s = self.settings
         rows: list[ComponentStatus] = []
@@ -284,6 +288,8 @@ class LocalStack:
             record = self.table.get(name)
             up = record is not None and is_alive(record)
             detail = dataflow_detail(record.endpoint.get("metrics")) if up and record else {}
+            if detail:  # durable: the table, not the counters of a process that may just have started
+                detail["dead_letters"] = self.dead_letter_count()
             error = last_error_line(self.table.log_dir / f"{name}.log")
             if error:
                 detail["last_error"] = error
@@ -304,6 +310,15 @@ class LocalStack:
             rows.append(ComponentStatus("prometheus", "prometheus", "up" if up else "down", prometheus.pid,
                                         prometheus.endpoint))  # fmt: skip
         return rows
+
+
+def _open_dead_letters(conninfo: str) -> int | None:
+    from dataflows.dlq import counts
+
+    try:
+        return counts(conninfo)["open"]
+    except psycopg.Error:
+        return None
 
 
 def read_capture_status(state_dir: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataflows.core.lifecycle import derive_status, fact_events, status_events
 from dataflows.core.mapping import CanonicalChange, stable_id
 from dataflows.core.policy import Policy
 from dataflows.core.reorder import Reorderer
+from dataflows.core.resnapshot import SnapshotSweep
 from schemas.v1.events import EventType
 
 
@@ -106,6 +107,11 @@ class ConsistencyCore:
         self._via_tables = set(policy.via_tables)
         # (source, table, row key) -> (system, customer id), only for tables other rows link through.
         self.via_index: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self.snapshots = SnapshotSweep()  # rows absent from a completed snapshot are deleted
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("snapshots", SnapshotSweep())  # a recovery snapshot from before it existed
 
     # -- input ----------------------------------------------------------------------------------
     def submit(self, change: CanonicalChange, now: float) -> CoreOutput:
@@ -156,6 +162,8 @@ class ConsistencyCore:
             if late:
                 out.late.append(change)
             self._process(change, out, dirty)
+        for change in self.snapshots.due(self.reorder.oldest()):
+            self._process(change, out, dirty)
         for customer_id, change in dirty.items():
             record = self.records.get(customer_id)
             if record is not None:  # not merged away later in the same call
@@ -165,6 +173,7 @@ class ConsistencyCore:
     # -- one change -----------------------------------------------------------------------------
     def _process(self, change: CanonicalChange, out: CoreOutput, dirty: dict[str, CanonicalChange]) -> None:
         verdict = self.marks.check(change.source, change.table, change.entity_key, change.position, change.snapshot)
+        self.snapshots.observe(change, verdict is Verdict.NEW)
         if verdict is not Verdict.NEW:
             return
         if change.echo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows import metrics
+from dataflows.capture.resnapshot import request_resnapshot
 from dataflows.core.policy import build_policy
 from dataflows.config.connectors import capture_topics
 from dataflows.flows.consistency import FlowConfig, build_flow
@@ -39,7 +41,25 @@ def flow_config(stack: LocalStack) -> FlowConfig:
         ops_conninfo=stack.ops_conninfo(),
         crm=stack.crm_writeback_params(),
         max_record_bytes=s.max_record_bytes,
+        on_reset=resnapshot_policy(stack) if s.reset_policy == "resnapshot" else None,
     )
+
+
+def resnapshot_policy(stack: LocalStack) -> Callable[[str, int, str], None]:
+    """The `resnapshot` reset policy on the local stack: ask the capture of the reset topic's source for a
+    new snapshot (one pending request per source serves every partition that noticed)."""
+    sources = {c.topic_prefix: c.name for c in stack.connectors().values()}
+    sources.update({c.heartbeat_topic: c.name for c in stack.connectors().values() if c.heartbeat_topic})
+
+    def request(topic: str, partition: int, reason: str) -> None:
+        source = sources.get(topic) or sources.get(topic.split(".", 1)[0])
+        if source is None:
+            return
+        if request_resnapshot(stack.capture_state_dir(source), f"{topic}[{partition}] {reason}"):
+            log.warning("reset policy resnapshot: asked capture %s for a new snapshot (%s[%d] %s)",
+                        source, topic, partition, reason)  # fmt: skip
+
+    return request
 
 
 def cluster_addresses(stack: LocalStack, processes: int) -> list[str]:

@@ -21,6 +21,7 @@ from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
 from dataflows import metrics
 from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord, connect_with_retry
+from dataflows.capture.resnapshot import forget_offsets, take_request
 from dataflows.capture.slot_monitor import SlotMonitor
 from dataflows.capture.status import CaptureStatus
 
@@ -143,6 +144,45 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
         self.observed.delivered(out)
 
 
+class _EngineRunner:
+    """One Debezium engine on its own thread; `resnapshot` replaces it by one without offsets."""
+
+    def __init__(self, source: str, build: Any) -> None:
+        self.source, self.build = source, build
+        self.completion = Completion()
+        self.engine = build(self.completion)
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name=f"debezium-{source}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.engine.run()
+        except BaseException as e:  # the handler's exception, re-raised by pydbzengine
+            self.failure.append(e)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.engine.close()  # flushes offsets
+        self.thread.join(timeout=30)
+
+    def resnapshot(self, state_dir: Path, reason: str) -> _EngineRunner:
+        """Stop, forget offsets, start afresh (the same JVM runs the new engine). A failed stop keeps
+        this runner, so the caller sees the failure."""
+        log.warning("capture %s: re-snapshot requested (%s): restarting the engine without its offsets",
+                    self.source, reason)  # fmt: skip
+        self.stop()
+        if self.failure or self.thread.is_alive():
+            return self
+        removed = forget_offsets(state_dir)
+        fresh = _EngineRunner(self.source, self.build)
+        fresh.start()
+        metrics.CAPTURE_RESNAPSHOTS.labels(self.source).inc()
+        log.warning("capture %s: engine restarted without %s: taking a new initial snapshot", self.source, removed)
+        return fresh
+
+
 def log4j_config(path: Path, log_file: Path) -> Path:
     """JVM logs go to a file under $TIDEMARK_HOME, never to stdout."""
     path.write_text(
@@ -178,22 +218,12 @@ def run_capture(
     monitor = SlotMonitor.for_properties(source, properties)
     log4j = log4j_config(state_dir / "log4j2.properties", log_dir / f"capture-{source}.jvm.log")
     writer = connect_with_retry(KafkaBatchWriter, bootstrap, partitions, client_id=f"tidemark-capture-{source}")
-    completion = Completion()
-    engine = CaptureEngine(
-        properties,
-        KafkaForwardingHandler(writer, status, observed),
-        # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
-        jvm_opts=["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"],
-        completion=completion,
-    )
+    handler = KafkaForwardingHandler(writer, status, observed)
+    # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
+    jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"]
+    runner = _EngineRunner(source, lambda completion: CaptureEngine(properties, handler, jvm_opts=jvm_opts,
+                                                                    completion=completion))  # fmt: skip
     stop_requested = threading.Event()
-    failure: list[BaseException] = []
-
-    def _run() -> None:
-        try:
-            engine.run()
-        except BaseException as e:  # the handler's exception, re-raised by pydbzengine
-            failure.append(e)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping capture %s", signum, source)
@@ -201,22 +231,23 @@ def run_capture(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    thread = threading.Thread(target=_run, name=f"debezium-{source}", daemon=True)
-    thread.start()
+    runner.start()
     status.set_state("running")
     metrics.CAPTURE_ENGINE_UP.labels(source).set(1)
     if monitor is not None:
         monitor.start()
     log.info("capture %s running; JVM log: %s", source, log_dir / f"capture-{source}.jvm.log")
-    while thread.is_alive() and not stop_requested.wait(0.2):
-        pass
+    while runner.thread.is_alive() and not stop_requested.wait(0.2):
+        request = take_request(state_dir)
+        if request is not None:
+            runner = runner.resnapshot(state_dir, request)
     if stop_requested.is_set():
-        engine.close()
-        thread.join(timeout=30)
+        runner.stop()
     writer.close()
     metrics.CAPTURE_ENGINE_UP.labels(source).set(0)
     if monitor is not None:
         monitor.stop()
+    failure, completion = runner.failure, runner.completion
 
     if failure:
         reason = f"{type(failure[0]).__name__}: {failure[0]}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -46,6 +47,7 @@ class FlowConfig:
     ops_conninfo: str
     crm: dict[str, Any]  # host, port, user, password, database
     max_record_bytes: int = 1024 * 1024
+    on_reset: Callable[[str, int, str], None] | None = None  # the reset policy (see io/kafka_source.py)
 
 
 class Decoder:
@@ -175,7 +177,8 @@ def build_flow(config: FlowConfig) -> Dataflow:
     topics = capture_topics(config.connectors, config.partitions)
     flow = Dataflow("tidemark")
     idle_s = config.policy.reorder.idle_timeout_ms / 1000
-    raw = op.input("capture", flow, CaptureSource(config.bootstrap, topics, config.group, idle_s=idle_s))
+    raw = op.input("capture", flow, CaptureSource(config.bootstrap, topics, config.group, idle_s=idle_s,
+                                                     on_reset=config.on_reset))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))
     branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
     keyed = op.key_on("one_core", branches.trues, lambda _c: "core")

@@ -249,6 +249,7 @@ class LocalStack:
             "TIDEMARK_DATAFLOW_PROCESSES": str(s.dataflow_processes),
             "TIDEMARK_CLUSTER_PORT": str(s.cluster_port),
             "TIDEMARK_SNAPSHOT_INTERVAL_S": str(s.snapshot_interval_s),
+            "TIDEMARK_RESET_POLICY": s.reset_policy,
         }
 
     def down(self, echo: Callable[[str], None] = print) -> None:

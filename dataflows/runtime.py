@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from dataflows.io.sinks import ensure_topics
 from dataflows.stack.local import LocalStack
 
 log = logging.getLogger(__name__)
+REQUEST_WINDOW_S = 30.0  # resets noticed within it share one re-snapshot request
 RECOVERY_PARTITIONS = 4  # fixed at first start; enough for up to 4 processes resuming each other's state
 
 
@@ -51,10 +53,17 @@ def resnapshot_policy(stack: LocalStack) -> Callable[[str, int, str], None]:
     sources = {c.topic_prefix: c.name for c in stack.connectors().values()}
     sources.update({c.heartbeat_topic: c.name for c in stack.connectors().values() if c.heartbeat_topic})
 
+    asked: dict[str, float] = {}  # source -> monotonic time of this process's last request
+
     def request(topic: str, partition: int, reason: str) -> None:
         source = sources.get(topic) or sources.get(topic.split(".", 1)[0])
         if source is None:
             return
+        # Readers notice one wipe over several seconds (metadata refresh): one snapshot serves them all,
+        # and a second request would restart the capture in the middle of it.
+        if time.monotonic() - asked.get(source, -REQUEST_WINDOW_S) < REQUEST_WINDOW_S:
+            return
+        asked[source] = time.monotonic()
         if request_resnapshot(stack.capture_state_dir(source), f"{topic}[{partition}] {reason}"):
             log.warning("reset policy resnapshot: asked capture %s for a new snapshot (%s[%d] %s)",
                         source, topic, partition, reason)  # fmt: skip

@@ -168,13 +168,16 @@ class _EngineRunner:
         self.thread.join(timeout=30)
 
     def resnapshot(self, state_dir: Path, reason: str) -> _EngineRunner:
-        """Stop, forget offsets, start afresh (the same JVM runs the new engine). A failed stop keeps
-        this runner, so the caller sees the failure."""
+        """Stop, forget offsets, start afresh (the same JVM runs the new engine). An engine that does not
+        stop is kept, so the caller sees it."""
         log.warning("capture %s: re-snapshot requested (%s): restarting the engine without its offsets",
                     self.source, reason)  # fmt: skip
         self.stop()
-        if self.failure or self.thread.is_alive():
-            return self
+        if self.thread.is_alive():
+            return self  # not stopped: starting a second engine on the same offsets is not safe
+        if self.failure:  # stopping mid-batch (e.g. while the broker is away) ends the engine with an error
+            log.warning("capture %s: engine ended with %s while stopping for the re-snapshot",
+                        self.source, type(self.failure[0]).__name__)  # fmt: skip
         removed = forget_offsets(state_dir)
         fresh = _EngineRunner(self.source, self.build)
         fresh.start()

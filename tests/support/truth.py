@@ -18,14 +18,14 @@ def seed(stack: LocalStack, base: int, customers: int) -> None:
     opportunity (id base+30000+i) each, and as many ERP customers without children (ids base+10000+i)."""
     with stack.erp_admin() as db, db.cursor() as cur:
         cur.executemany("INSERT INTO erp.customers (id, legal_name, tax_id, country) VALUES (%s, %s, %s, 'DE')",
-                        [(base + i, f"Truth {i} GmbH", f"TR{base + i}") for i in range(customers)]
-                        + [(base + 10000 + i, f"Lone {i} GmbH", f"LN{base + i}") for i in range(customers)])  # fmt: skip
+                        [(base + i, f"Truth {base + i} GmbH", f"TR{base + i}") for i in range(customers)]
+                        + [(base + 10000 + i, f"Lone {base + i} GmbH", f"LN{base + i}") for i in range(customers)])  # fmt: skip
         cur.executemany("INSERT INTO erp.subscriptions (id, customer_id, plan, seats, status) VALUES (%s, %s, 'scale', 1, 'active')",
                         [(base + 20000 + i, base + i) for i in range(customers)])  # fmt: skip
     crm = stack.crm_admin()
     with crm.cursor() as cur:
         cur.executemany("INSERT INTO accounts (id, name, tax_id, country, erp_customer_id) VALUES (%s, %s, %s, 'DE', %s)",
-                        [(base + i, f"Truth {i}", f"TR{base + i}", base + i) for i in range(customers)])  # fmt: skip
+                        [(base + i, f"Truth {base + i}", f"TR{base + i}", base + i) for i in range(customers)])  # fmt: skip
         cur.executemany("INSERT INTO opportunities (id, account_id, name, stage) VALUES (%s, %s, 'Deal', 'open')",
                         [(base + 30000 + i, base + i) for i in range(customers)])  # fmt: skip
     crm.close()

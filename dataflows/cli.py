@@ -83,7 +83,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             elif r.kind == "dataflow" and d.get("consumer_lag_messages") is not None:
                 print(f"{'':<14} consumer lag {d['consumer_lag_messages']} messages, reorder buffer {d['reorder_buffer_depth']}, "
                       f"{d['golden_customers']} golden customers, {d['lifecycle_events']} events, "
-                      f"{d['dead_letters']} dead letters")  # fmt: skip
+                      f"{d['dead_letters'] if d['dead_letters'] is not None else '?'} open dead letters")  # fmt: skip
             if d.get("restarts"):
                 print(f"{'':<14} restarted {d['restarts']} time(s) by the supervisor; last reason: {d.get('last_restart_reason')}")
             if d.get("last_error"):
@@ -219,19 +219,21 @@ def cmd_schemas_check(_args: argparse.Namespace) -> int:
 
 def _dlq_filter(args: argparse.Namespace):  # noqa: ANN202
     from dataflows.dlq import DlqFilter, parse_since
+    from dataflows.targets.dead_letters import STATES
 
-    return DlqFilter(since=parse_since(args.since), reason=args.reason, source=args.source)
+    states = tuple(getattr(args, "state", None) or STATES)
+    return DlqFilter(since=parse_since(args.since), reason=args.reason, source=args.source, states=states)
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from dataflows.dlq import read
 
-    records = read(Settings().kafka_bootstrap, _dlq_filter(args))
+    records = read(_stack().ops_conninfo(), _dlq_filter(args))
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
     for r in records:
-        print(f"{r['dead_letter_id']}  {r['failed_at'][:19]}  {r['stage']:<6} {r['error_class']:<22} "
+        print(f"{r['dead_letter_id']}  {r['failed_at'][:19]}  {r['state']:<9} {r['stage']:<6} {r['error_class']:<22} "
               f"{r.get('source') or '-':<8} {r['topic']}[{r['partition']}]@{r['offset']}  {r['reason'][:80]}")  # fmt: skip
     print(f"{len(records)} dead letter(s)")
     return 0
@@ -240,7 +242,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 def cmd_dlq_show(args: argparse.Namespace) -> int:
     from dataflows.dlq import DlqFilter, read
 
-    matches = [r for r in read(Settings().kafka_bootstrap, DlqFilter()) if r["dead_letter_id"].startswith(args.id)]
+    matches = [r for r in read(_stack().ops_conninfo(), DlqFilter()) if r["dead_letter_id"].startswith(args.id)]
     if len(matches) != 1:
         print(f"error: {len(matches)} dead letters match {args.id!r}", file=sys.stderr)
         return 2
@@ -251,13 +253,15 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     from dataflows.dlq import read, replay
 
-    records = read(Settings().kafka_bootstrap, _dlq_filter(args))
+    stack = _stack()
+    records = read(stack.ops_conninfo(), _dlq_filter(args))
     if args.ids:
         records = [r for r in records if any(r["dead_letter_id"].startswith(i) for i in args.ids)]
+    records = [r for r in records if r["state"] in ("open", "replayed")]  # resolved/discarded stay so
     if args.dry_run:
         print(f"would replay {len(records)} dead letter(s)")
         return 0
-    sent = replay(Settings().kafka_bootstrap, records)
+    sent = replay(stack.settings.kafka_bootstrap, stack.ops_conninfo(), records)
     print(f"replayed {sent} dead letter(s) into their capture topics")
     return 0
 
@@ -344,13 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="dlq_command", required=True
     )
     for name, func, text in (("list", cmd_dlq_list, "dead letters, oldest first"),
-                             ("replay", cmd_dlq_replay, "re-inject originals through the same path")):  # fmt: skip
+                             ("replay", cmd_dlq_replay, "re-inject open or replayed originals through the same path")):  # fmt: skip
         p = dlq.add_parser(name, help=text)
-        p.add_argument("--since", help="e.g. 30m, 2h, 1d, or an ISO-8601 time")
+        p.add_argument("--since", help="failed since, e.g. 30m, 2h, 1d, or an ISO-8601 time")
         p.add_argument("--reason", help="error class (e.g. mapped_column_missing) or text in the reason")
         p.add_argument("--source", help="source name (connector file)")
         if name == "list":
             p.add_argument("--json", action="store_true")
+            p.add_argument("--state", action="append", choices=["open", "replayed", "resolved", "discarded"],
+                           help="only these states (repeatable; default: all)")
         else:
             p.add_argument("ids", nargs="*", help="dead letter ids (prefixes) to replay; default: all matching")
             p.add_argument("--dry-run", action="store_true")

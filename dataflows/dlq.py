@@ -1,24 +1,25 @@
-"""The dead-letter queue `tidemark.dlq.v1`: list, show and replay.
+"""The dead-letter store (table `dead_letters` in the operational database): list, show and replay.
 
-Replay re-injects a dead letter's original record into its original capture topic, so it goes through
-the same path (decode, map, core) once its cause is fixed. It is idempotent: the core's per-row
-high-water marks give a record that was applied meanwhile no second effect, and a record that fails
-again is dead-lettered under the same id.
+The DLQ topic `tidemark.dlq.v1` is a feed; this table is the record of truth, because a broker can lose
+its topics. Replay re-injects a dead letter's original record into its original capture topic, so it
+goes through the same path (decode, map, core) once its cause is fixed, and marks the row `replayed`.
+It is idempotent: the core's per-row high-water marks give a record that was applied meanwhile no second
+effect, and a record that fails again is dead-lettered under the same id (its row open again).
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+import psycopg
+from kafka import KafkaProducer
+from psycopg.rows import dict_row
 
-from dataflows.outputs import DLQ_TOPIC
+from dataflows.targets.dead_letters import STATES, TABLE, ensure_table
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,21 @@ class DlqFilter:
     since: datetime | None = None
     reason: str | None = None  # error class, or a substring of the reason
     source: str | None = None
+    states: tuple[str, ...] = STATES
 
-    def matches(self, record: dict[str, Any]) -> bool:
-        if self.since and datetime.fromisoformat(record["failed_at"]) < self.since:
-            return False
-        if self.reason and self.reason != record["error_class"] and self.reason not in record["reason"]:
-            return False
-        return not (self.source and record.get("source") != self.source)
+    def where(self) -> tuple[str, list[Any]]:
+        """SQL condition and its parameters."""
+        clauses, params = ["state = ANY(%s)"], [list(self.states)]
+        if self.since:
+            clauses.append("last_failed_at >= %s")
+            params.append(self.since)
+        if self.reason:
+            clauses.append("(error_class = %s OR strpos(reason, %s) > 0)")
+            params += [self.reason, self.reason]
+        if self.source:
+            clauses.append("source = %s")
+            params.append(self.source)
+        return " AND ".join(clauses), params
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -47,52 +56,69 @@ def parse_since(text: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def read(bootstrap: str, flt: DlqFilter = DlqFilter(), timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Every dead letter currently on the topic that matches, oldest first, one per id."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+def _text(data: bytes | None) -> tuple[str | None, str]:
+    if data is None:
+        return None, "utf-8"
     try:
-        partitions = [TopicPartition(DLQ_TOPIC, p) for p in sorted(consumer.partitions_for_topic(DLQ_TOPIC) or ())]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        seen: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    record = orjson.loads(r.value)
-                    if flt.matches(record):
-                        seen.setdefault(record["dead_letter_id"], record)
-        return sorted(seen.values(), key=lambda r: r["failed_at"])
-    finally:
-        consumer.close()
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode(), "base64"
 
 
-def _raw(text: str | None, encoding: str) -> bytes | None:
-    if text is None:
-        return None
-    return base64.b64decode(text) if encoding == "base64" else text.encode()
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the DeadLetterV1 fields (plus its state and history), JSON-ready."""
+    key, _ = _text(row["record_key"])
+    payload, encoding = _text(row["record_value"])
+    times = ("first_failed_at", "last_failed_at", "state_changed_at", "replayed_at", "resolved_at", "discarded_at")
+    return {
+        "dead_letter_id": str(row["dead_letter_id"]), "state": row["state"], "stage": row["stage"],
+        "error_class": row["error_class"], "reason": row["reason"], "source": row["source"], "topic": row["topic"],
+        "partition": row["kafka_partition"], "offset": row["kafka_offset"], "key": key, "payload": payload,
+        "payload_encoding": encoding, "failed_at": row["last_failed_at"].isoformat(), "failures": row["failures"],
+        **{t: row[t].isoformat() if row[t] else None for t in times}, "schema_version": row["schema_version"],
+    }  # fmt: skip
 
 
-def replay(bootstrap: str, records: list[dict[str, Any]]) -> int:
-    """Re-inject the original records into their capture topics; returns how many were sent."""
+def read(conninfo: str, flt: DlqFilter = DlqFilter()) -> list[dict[str, Any]]:
+    """Every stored dead letter that matches, oldest failure first."""
+    where, params = flt.where()
+    with psycopg.connect(conninfo, row_factory=dict_row, connect_timeout=10) as conn:
+        ensure_table(conn)
+        rows = conn.execute(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY first_failed_at, dead_letter_id",  # noqa: S608
+                            params).fetchall()  # fmt: skip
+    return [_record(r) for r in rows]
+
+
+def counts(conninfo: str) -> dict[str, int]:
+    """Dead letters by state (every state present, zero when none)."""
+    with psycopg.connect(conninfo, connect_timeout=5) as conn:
+        ensure_table(conn)
+        found = dict(conn.execute(f"SELECT state, count(*) FROM {TABLE} GROUP BY state").fetchall())  # noqa: S608
+    return {state: int(found.get(state, 0)) for state in STATES}
+
+
+def replay(bootstrap: str, conninfo: str, records: list[dict[str, Any]]) -> int:
+    """Mark the rows replayed and re-inject their original records; returns how many were sent.
+    The mark and the sends commit together: marked first, so a failure of the replayed record (which
+    waits for this transaction) re-opens the row rather than being overwritten by the mark."""
+    records = [r for r in records if r["topic"] and r["state"] in ("open", "replayed")]
+    if not records:
+        return 0
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     try:
-        futures = []
-        for record in records:
-            if not record["topic"]:
-                continue
-            key = _raw(record["key"], "utf-8")
-            value = _raw(record["payload"], record["payload_encoding"])
-            headers = [("tidemark-replay-of", record["dead_letter_id"].encode())]
-            futures.append(producer.send(record["topic"], key=key, value=value, headers=headers))
-        producer.flush(timeout=60)
-        failed = [f for f in futures if not f.succeeded()]
-        if failed:
-            msg = f"{len(failed)} of {len(futures)} replays not acknowledged: {failed[0].exception}"
-            raise RuntimeError(msg)
+        with psycopg.connect(conninfo, connect_timeout=10) as conn, conn.transaction():
+            ids = [r["dead_letter_id"] for r in records]
+            conn.execute(f"UPDATE {TABLE} SET state = 'replayed', replayed_at = now(), state_changed_at = now() "  # noqa: S608
+                         "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,))  # fmt: skip
+            rows = conn.execute(f"SELECT dead_letter_id, topic, record_key, record_value FROM {TABLE} "  # noqa: S608
+                                "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,)).fetchall()  # fmt: skip
+            futures = [producer.send(topic, key=key, value=value, headers=[("tidemark-replay-of", str(i).encode())])
+                       for i, topic, key, value in rows]  # fmt: skip
+            producer.flush(timeout=60)
+            failed = [f for f in futures if not f.succeeded()]
+            if failed:
+                msg = f"{len(failed)} of {len(futures)} replays not acknowledged: {failed[0].exception}"
+                raise RuntimeError(msg)  # rolls the marks back
         return len(futures)
     finally:
         producer.close(timeout=10)

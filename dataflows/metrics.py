@@ -28,11 +28,16 @@ CAPTURE_POSITION = Gauge("tidemark_capture_last_position", "Newest source positi
                          "(PostgreSQL: LSN; MySQL family: binlog file index and position).", ["source", "part"])  # fmt: skip
 CAPTURE_BATCH_SECONDS = Histogram("tidemark_capture_batch_delivery_seconds",
                                   "Time to deliver one Debezium batch to Kafka (until acknowledged).", ["source"])  # fmt: skip
+CAPTURE_RESNAPSHOTS = Counter("tidemark_capture_resnapshots_total",
+                              "Engine restarts without offsets, to take a new initial snapshot on request.", ["source"])  # fmt: skip
 SLOT_RETAINED_WAL = Gauge("tidemark_postgres_slot_retained_wal_bytes",
                           "WAL a PostgreSQL replication slot keeps from being recycled.", ["source", "slot"])  # fmt: skip
 
 # -- dataflow processes ------------------------------------------------------------------------------
 CONSUMER_LAG = Gauge("tidemark_consumer_lag_messages", "End offset minus consumed position.", ["topic", "partition"])
+SOURCE_RESETS = Counter("tidemark_source_resets_total",
+                        "Capture partitions found recreated or truncated below the position the dataflow held "
+                        "(reason: recreated, truncated, expired).", ["topic", "partition", "reason"])  # fmt: skip
 RECORDS = Counter("tidemark_dataflow_records_total", "Records through each stage, by outcome.", ["stage", "outcome"])
 DLQ_RECORDS = Counter("tidemark_dlq_records_total", "Dead letters written, by stage and error class.", ["stage", "reason"])
 E2E_LATENCY = Histogram("tidemark_e2e_latency_seconds", "Source commit to output acknowledged by its target.",

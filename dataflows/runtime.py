@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows import metrics
+from dataflows.capture.resnapshot import request_resnapshot
 from dataflows.core.policy import build_policy
 from dataflows.config.connectors import capture_topics
 from dataflows.flows.consistency import FlowConfig, build_flow
@@ -29,6 +32,7 @@ from dataflows.stack.local import LocalStack
 from dataflows.stack.processes import private_dir
 
 log = logging.getLogger(__name__)
+REQUEST_WINDOW_S = 30.0  # resets noticed within it share one re-snapshot request
 RECOVERY_PARTITIONS = 4  # fixed at first start; enough for up to 4 processes resuming each other's state
 
 
@@ -44,7 +48,32 @@ def flow_config(stack: LocalStack) -> FlowConfig:
         ops_conninfo=stack.ops_conninfo(),
         crm=stack.crm_writeback_params(),
         max_record_bytes=s.max_record_bytes,
+        on_reset=resnapshot_policy(stack) if s.reset_policy == "resnapshot" else None,
     )
+
+
+def resnapshot_policy(stack: LocalStack) -> Callable[[str, int, str], None]:
+    """The `resnapshot` reset policy on the local stack: ask the capture of the reset topic's source for a
+    new snapshot (one pending request per source serves every partition that noticed)."""
+    sources = {c.topic_prefix: c.name for c in stack.connectors().values()}
+    sources.update({c.heartbeat_topic: c.name for c in stack.connectors().values() if c.heartbeat_topic})
+
+    asked: dict[str, float] = {}  # source -> monotonic time of this process's last request
+
+    def request(topic: str, partition: int, reason: str) -> None:
+        source = sources.get(topic) or sources.get(topic.split(".", 1)[0])
+        if source is None:
+            return
+        # Readers notice one wipe over several seconds (metadata refresh): one snapshot serves them all,
+        # and a second request would restart the capture in the middle of it.
+        if time.monotonic() - asked.get(source, -REQUEST_WINDOW_S) < REQUEST_WINDOW_S:
+            return
+        asked[source] = time.monotonic()
+        if request_resnapshot(stack.capture_state_dir(source), f"{topic}[{partition}] {reason}"):
+            log.warning("reset policy resnapshot: asked capture %s for a new snapshot (%s[%d] %s)",
+                        source, topic, partition, reason)  # fmt: skip
+
+    return request
 
 
 def cluster_addresses(stack: LocalStack, processes: int) -> list[str]:

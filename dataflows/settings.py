@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(5.0, gt=0, description="Seconds between recovery snapshots (epochs).")
     max_record_bytes: int = Field(1024 * 1024, ge=1024, description="Larger capture records go to the DLQ.")
     policy_file: Path | None = Field(None, description="YAML overriding the default governance policy.")
+    drain_timeout_s: float = Field(
+        180.0, ge=0, description="How long `down` waits for the dataflow to drain after stopping the captures "
+        "(a source that stopped sending heartbeats holds the reorder buffer up to its stall hold, 60 s by default).",
+    )
+    reset_policy: Literal["resnapshot", "reread"] = Field(
+        "resnapshot",
+        description="What the dataflow does when a capture topic was recreated or truncated under it (always "
+        "logged and counted): 'resnapshot' asks every capture of that source for a new snapshot and treats rows "
+        "absent from it as deleted; 'reread' only reads the partition again from its start.",
+    )
 
     @property
     def kafka_bootstrap(self) -> str:

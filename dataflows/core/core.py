@@ -30,6 +30,7 @@ from dataflows.core.mapping import CanonicalChange, stable_id
 from dataflows.core.policy import Policy
 from dataflows.core.reorder import Reorderer
 from schemas.v1.entities import LifecycleStatus
+from dataflows.core.resnapshot import SnapshotSweep
 from schemas.v1.events import EventType
 from schemas.v1.governance import GovernanceDecision as D
 
@@ -82,6 +83,7 @@ class ConsistencyCore:
         # Each source customer's latest row: a golden record split or moved is derived afresh from them.
         self.ref_images: dict[Ref, CanonicalChange] = {}
         self.steward_applied: set[tuple[str, tuple[int, ...]]] = set()  # (command id, topic position) applied
+        self.snapshots = SnapshotSweep()  # rows absent from a completed snapshot are deleted
 
     # -- input ----------------------------------------------------------------------------------
     def submit(self, change: CanonicalChange, now: float) -> CoreOutput:
@@ -139,6 +141,8 @@ class ConsistencyCore:
             if late:
                 out.late.append(item)
             self._guarded(self._process, item, out, dirty)
+        for change in self.snapshots.due(self.reorder.oldest()):
+            self._guarded(self._process, change, out, dirty)
         for customer_id, change in dirty.items():
             record = self.records.get(customer_id)
             if record is not None:  # not merged away later in the same call
@@ -159,6 +163,7 @@ class ConsistencyCore:
     # -- one change -----------------------------------------------------------------------------
     def _process(self, change: CanonicalChange, out: CoreOutput, dirty: dict[str, Cause]) -> None:
         verdict = self.marks.check(change.source, change.table, change.entity_key, change.position, change.snapshot)
+        self.snapshots.observe(change, verdict is Verdict.NEW)
         if verdict is not Verdict.NEW:
             return
         if change.echo:

@@ -55,6 +55,7 @@ class ChangeRecord:
     # ts_ms). Ordering uses that latest possible time, so a change is never ordered before its real
     # commit, and cannot arrive behind a watermark that other sources moved on meanwhile.
     commit_resolution_us: int = 0
+    snapshot_last: bool = False  # Debezium's source.snapshot = "last": the final row of a whole snapshot
 
 
 def _payload(document: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -173,7 +174,8 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
     tx_id = src.get("txId") or src.get("gtid")
     if tx_id is None and isinstance(envelope.get("transaction"), dict):
         tx_id = envelope["transaction"].get("id")
-    snapshot = str(src.get("snapshot", "false")).lower() not in ("false", "")
+    marker = str(src.get("snapshot", "false")).lower()
+    snapshot = marker not in ("false", "")
     ts_us = src.get("ts_us")
     resolution = 0
     if dialect == "mysql" and ts_ms % 1000 == 0 and (not isinstance(ts_us, int) or ts_us % 1_000_000 == 0):
@@ -194,6 +196,7 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
         tx_id=None if tx_id is None else str(tx_id),
         snapshot=snapshot or op == "r",
         commit_resolution_us=resolution,
+        snapshot_last=marker == "last",
     )
 
 

@@ -60,6 +60,7 @@ class CanonicalChange:
     echo: bool = False  # Tidemark's own write-back, captured again: never acted on
     commit_resolution_us: int = 0  # see ChangeRecord: ordering takes the latest possible commit time
     origin: Any = field(default=None, compare=False)  # where it came from (Kafka coordinates), for the DLQ
+    snapshot_last: bool = False  # the final row of a whole snapshot of its source (see core.resnapshot)
 
 
 def stable_id(basis: str) -> str:
@@ -221,6 +222,7 @@ class TableMapper:
             snapshot=record.snapshot,
             echo=echo,
             commit_resolution_us=record.commit_resolution_us,
+            snapshot_last=record.snapshot_last,
         )  # fmt: skip
 
 

@@ -110,6 +110,10 @@ class Reorderer:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def oldest(self) -> OrderKey | None:
+        """Order key of the next change to be released (None when the buffer is empty)."""
+        return self._heap[0][0] if self._heap else None
+
     def depth(self, key: Any) -> int:
         return self._per_key[key]
 

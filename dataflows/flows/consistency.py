@@ -1,7 +1,8 @@
 """The Tidemark dataflow: capture topics in, consistency core, governed writes out.
 
     capture topics ─> decode+map ─┬─> core (reorder, dedupe, identity, ownership, lifecycle) ─> route ─┬─> Kafka outputs
-                                  └─> dead letters ───────────────────────────────────────────────────┤─> customer_360
+                                  └─> dead letters ───────────────────────────────────────────────────┤─> dead_letters table
+                                                                                                       ├─> customer_360
                                                                                                        └─> CRM write-back
 
 Decode and map run on every worker; the core is one keyed step (its reorder watermark and identity
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +36,7 @@ from dataflows.outputs import KafkaOut, dead_letter_out, route
 from dataflows.stewardship import STEWARDSHIP_TOPIC, StewardRecordError, parse_command
 from dataflows.targets.crm_writeback import CrmWriter
 from dataflows.targets.customer_360 import Customer360Writer
+from dataflows.targets.dead_letters import DeadLetterWriter, dead_letter_row
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class FlowConfig:
     ops_conninfo: str
     crm: dict[str, Any]  # host, port, user, password, database
     max_record_bytes: int = 1024 * 1024
+    on_reset: Callable[[str, int, str], None] | None = None  # the reset policy (see io/kafka_source.py)
 
 
 class Decoder:
@@ -204,7 +208,8 @@ def build_flow(config: FlowConfig) -> Dataflow:
     flow = Dataflow("tidemark")
     idle_s = config.policy.reorder.idle_timeout_ms / 1000
     inputs = {**topics, STEWARDSHIP_TOPIC: 1}
-    raw = op.input("capture", flow, CaptureSource(config.bootstrap, inputs, config.group, idle_s=idle_s))
+    raw = op.input("capture", flow, CaptureSource(config.bootstrap, inputs, config.group, idle_s=idle_s,
+                                                     on_reset=config.on_reset))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))
     branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
     keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
@@ -216,6 +221,8 @@ def build_flow(config: FlowConfig) -> Dataflow:
     routed = op.map("unkey", results, lambda kv: kv[1])
     kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)
     op.output("kafka", kafka_out, KafkaOutputSink(config.bootstrap, config.partitions))
+    op.output("dead_letters", op.filter_map("to_dead_letters", kafka_out, dead_letter_row),
+              WriterSink("dead_letters", lambda: DeadLetterWriter(config.ops_conninfo)))  # fmt: skip
     op.output("customer_360", op.filter_map("to_c360", routed, _target("customer_360")),
               WriterSink("customer_360", lambda: Customer360Writer(config.ops_conninfo)))  # fmt: skip
     op.output("crm_writeback", op.filter_map("to_crm", routed, _target("crm")),

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 from dataflows import metrics
@@ -47,28 +47,54 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
 
 
 class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
-    def __init__(self, bootstrap: str, partitions: int, client_id: str) -> None:
-        self.partitions = partitions
-        # Not idempotent, one request in flight: see KafkaBatchWriter (the local broker can lose records an
-        # idempotent producer had acknowledged when it is killed).
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-                                      enable_idempotence=False, max_in_flight_requests_per_connection=1,
-                                      linger_ms=5, retries=2**31 - 1,
-                                      batch_size=256 * 1024,  # fewer, fuller requests: kafka-python's sender is pure Python
-                                      delivery_timeout_ms=120_000, max_request_size=8 * 1024 * 1024)  # fmt: skip
+    ATTEMPTS = 4
 
-    def write_batch(self, items: list[KafkaOut]) -> None:
+    def __init__(self, bootstrap: str, partitions: int, client_id: str) -> None:
+        self.bootstrap, self.partitions, self.client_id = bootstrap, partitions, client_id
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> KafkaProducer:
+        # Not idempotent, one request in flight: see KafkaBatchWriter (the local broker can lose records an
+        # idempotent producer had acknowledged when it is killed); a resend can only duplicate.
+        return KafkaProducer(bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
+                             enable_idempotence=False, max_in_flight_requests_per_connection=1,
+                             linger_ms=5, retries=2**31 - 1,
+                             batch_size=256 * 1024,  # fewer, fuller requests: kafka-python's sender is pure Python
+                             request_timeout_ms=8_000, delivery_timeout_ms=20_000,  # > linger + request timeout
+                             max_request_size=8 * 1024 * 1024)  # fmt: skip
+
+    def _send(self, items: list[KafkaOut]) -> list[Any]:
         futures = [
             self.producer.send(r.topic, key=r.key.encode(), value=r.value, headers=list(r.headers),
                                partition=partition_for(r.key, self.partitions))  # fmt: skip
             for r in items
         ]
-        self.producer.flush(timeout=120)
-        failed = [f for f in futures if not f.succeeded()]
-        if failed:
+        try:
+            self.producer.flush(timeout=30)  # beyond the delivery timeout: every future is done by then
+        except KafkaError as e:  # the flush itself gave up (KafkaTimeoutError): what is not done failed
+            log.warning("flush of %d output records failed: %s", len(items), e)
+        return [f for f in futures if not f.succeeded()]
+
+    def write_batch(self, items: list[KafkaOut]) -> None:
+        """Resend the whole batch on a fresh producer after a failed delivery (duplicates are harmless,
+        loss is not): a broker that lost its state no longer knows this producer's id, and kafka-python
+        then retries UnknownProducerId until the delivery timeout; a new producer gets a new id at once."""
+        for attempt in range(1, self.ATTEMPTS + 1):
+            failed = self._send(items)
+            if not failed:
+                break
             metrics.SINK_ERRORS.labels("kafka").inc(len(failed))
-            msg = f"{len(failed)} of {len(items)} output records not acknowledged: {failed[0].exception}"
-            raise RuntimeError(msg)  # crash and replay from the last snapshot rather than lose them
+            if attempt == self.ATTEMPTS:
+                msg = f"{len(failed)} of {len(items)} output records not acknowledged after {self.ATTEMPTS} attempts"
+                raise RuntimeError(msg)  # crash and replay from the last snapshot rather than lose them
+            reason = failed[0].exception if failed[0].is_done else "not acknowledged in time"
+            log.warning("%d of %d output records not acknowledged (%s); resending on a new producer (attempt %d of %d)",
+                        len(failed), len(items), reason, attempt + 1, self.ATTEMPTS)  # fmt: skip
+            try:
+                self.producer.close(timeout=5)
+            except KafkaError as e:
+                log.warning("closing the old producer failed: %s", e)
+            self.producer = self._new_producer()
         metrics.SINK_WRITES.labels("kafka").inc(len(items))
         now = time.time()
         for r in items:

@@ -33,6 +33,7 @@ from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, er
 from dataflows.stack.postgres import run_as as postgres_user
 
 OPS_DATABASE = "tidemark"
+from dataflows.stack.drain import wait_drained
 from dataflows.stack.processes import (
     ProcessRecord,
     ProcessTable,
@@ -406,11 +407,13 @@ class LocalStack:
             "TIDEMARK_CLUSTER_PORT": str(s.cluster_port),
             "TIDEMARK_SNAPSHOT_INTERVAL_S": str(s.snapshot_interval_s),
             "TIDEMARK_SUPERVISE": str(s.supervise).lower(),
+            "TIDEMARK_RESET_POLICY": s.reset_policy,
         }
 
     def down(self, echo: Callable[[str], None] = print) -> None:
-        """Stop exactly the processes this stack started, consumers before the services they use
-        (the supervisor first, so it restarts nothing that is being stopped)."""
+        """Stop exactly the processes this stack started: the supervisor first (so it restarts nothing that
+        is being stopped), the captures (offsets flushed), then, once the dataflow has drained (bounded by
+        drain_timeout_s), the dataflow and the services they use."""
         if not self.table.run_dir.exists():
             return  # nothing was ever started here
         if self.table.get("supervisor") is not None:
@@ -418,11 +421,25 @@ class LocalStack:
             echo(f"{'supervisor':<12} {'stopped' if was_running else 'was not running'}")
         with self.lock():
             names = self.table.names()
-            order = [n for n in names if n.startswith("dataflow")] + [n for n in names if n.startswith("capture-")]
-            order += [n for n in ("prometheus", "kafka", "kafka-store", "crm", "erp") if n in names]
+            for name in [n for n in names if n.startswith("capture-")]:
+                echo(f"{name:<12} {'stopped' if self.table.stop(name) else 'was not running'}")
+            dataflows = [n for n in names if n.startswith("dataflow")]
+            self._drain(dataflows, echo)
+            order = dataflows + [n for n in ("prometheus", "kafka", "kafka-store", "crm", "erp") if n in names]
             for name in order:
                 was_running = self.table.stop(name, sig=stop_signal(name))
                 echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
+
+    def _drain(self, dataflows: list[str], echo: Callable[[str], None]) -> None:
+        urls = [r.endpoint["metrics"] for n in dataflows if (r := self.table.running(n)) and "metrics" in r.endpoint]
+        if urls and not wait_drained(urls, timeout_s=self.settings.drain_timeout_s, echo=echo,
+                                     settle_s=max(2.0, 2 * self.settings.snapshot_interval_s)):  # fmt: skip
+            echo(f"warning: the dataflow did not drain within {self.settings.drain_timeout_s:.0f}s; stopping it "
+                 "anyway: it resumes from its last snapshot, and a broker that loses records is detected as a reset")
+
+    def dead_letter_count(self) -> int | None:
+        """Open dead letters in the durable table (None while the ops database is unreachable)."""
+        return _open_dead_letters(self.ops_conninfo())
 
     def status(self) -> list[ComponentStatus]:
         s = self.settings
@@ -449,6 +466,8 @@ class LocalStack:
             record = self.table.get(name)
             up = record is not None and is_alive(record)
             detail = dataflow_detail(record.endpoint.get("metrics")) if up and record else {}
+            if detail:  # durable: the table, not the counters of a process that may just have started
+                detail["dead_letters"] = self.dead_letter_count()
             detail.update(run_error(record))
             rows.append(ComponentStatus(name, "dataflow", "up" if up else "down", record.pid if record else None,
                                         record.endpoint if record else {}, detail))  # fmt: skip
@@ -497,6 +516,15 @@ def run_error(record: ProcessRecord | None) -> dict[str, str]:
         return {}
     error = last_error(Path(record.log), record.log_offset)
     return {"last_error": error} if error else {}
+
+
+def _open_dead_letters(conninfo: str) -> int | None:
+    from dataflows.dlq import counts
+
+    try:
+        return counts(conninfo)["open"]
+    except psycopg.Error:
+        return None
 
 
 def read_capture_status(state_dir: Path) -> dict[str, Any]:

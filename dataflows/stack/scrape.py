@@ -53,6 +53,7 @@ def dataflow_detail(url: str | None) -> dict[str, Any]:
         "dead_letters": int(_total(samples, "tidemark_dlq_records_total")),
         "lifecycle_events": int(_total(samples, "tidemark_lifecycle_events_total")),
         "golden_customers": int(_total(samples, "tidemark_golden_customers")),
+        "outputs_acknowledged": int(_total(samples, "tidemark_sink_writes_total")),
     }
 
 

@@ -256,7 +256,7 @@ def test_bad_values_oversized_records_and_dropped_columns_go_to_the_dlq(pipeline
     wait_until(lambda: c360_row(pipeline, good), 60, "a good change after the bad ones")
 
     def classes() -> dict[str, dict[str, Any]]:
-        return {r["error_class"]: r for r in read(bootstrap, DlqFilter(source="crm"))}
+        return {r["error_class"]: r for r in read(pipeline.ops_conninfo(), DlqFilter(source="crm"))}
 
     found = wait_until(lambda: (c := classes()) and {"invalid_value", "mapped_column_missing"} <= set(c) and c,
                        60, "the two CRM dead letters")  # fmt: skip

@@ -9,6 +9,7 @@ import time
 
 from kafka import KafkaProducer, TopicPartition
 
+from dataflows import metrics
 from dataflows.io.kafka_source import PartitionIdle, PartitionReady, RawRecord, _PartitionReader
 from dataflows.stack.broker import LocalBroker
 from dataflows.stack.processes import ProcessTable, free_port
@@ -42,7 +43,7 @@ def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
         # Ready once, with or before its first records: the core then knows it has been read.
         assert got[0] == PartitionReady("erp.erp.customers", 0)
         assert [(r.key, r.value, r.offset) for r in got[1:]] == [(b"k", b"v", 0)]
-        assert reader.snapshot() == 1  # resume state: the next offset
+        assert reader.snapshot()[0] == 1  # resume state: the next offset (and the topic's id)
         assert not any(isinstance(r, PartitionReady) for r in reader.next_batch())
 
         # At its end and nothing new for the idle timeout: reported idle, and again every idle timeout
@@ -67,5 +68,63 @@ def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
         assert len(judged) in (1, 2) and judged[0] - delivered >= 0.9
     finally:
         reader.close()
+        table.stop("kafka")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _produce(port: int, values: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}")
+    for v in values:
+        producer.send("erp.erp.customers", key=b"k", value=v, partition=0)
+    producer.flush()
+    producer.close()
+
+
+def _read(reader: _PartitionReader, n: int) -> list[RawRecord]:
+    got: list[RawRecord] = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        got += [r for r in reader.next_batch() if isinstance(r, RawRecord)]
+    return got
+
+
+def test_a_broker_that_lost_its_topics_is_a_reset_detected_logged_counted_and_read_from_the_start(caplog) -> None:
+    """The broker restarts empty and the capture writes again before the reader notices: the new topic
+    even holds more records than the offset the reader kept, so only the topic id tells. Never a skip."""
+    port, home = free_port(), new_home()
+    table = ProcessTable(home)
+    broker = LocalBroker("kafka", "127.0.0.1", port)
+    broker.start(table)
+    resets: list[tuple[str, int, str]] = []
+    reader = _PartitionReader(f"127.0.0.1:{port}", "g", TopicPartition("erp.erp.customers", 0), None, 100,
+                              on_reset=lambda *a: resets.append(a))  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="dataflows.io.kafka_source")
+    counted = metrics.SOURCE_RESETS.labels("erp.erp.customers", "0", "recreated")
+    before = counted._value.get()
+    try:
+        _produce(port, [b"a", b"b"])
+        assert [r.value for r in _read(reader, 2)] == [b"a", b"b"]
+        state = reader.snapshot()
+        reader.close()
+        table.stop("kafka")
+        broker.start(table)  # empty: everything is gone
+        _produce(port, [b"c", b"d", b"e"])  # ends at 3, beyond the offset 2 the reader keeps
+        resumed = _PartitionReader(f"127.0.0.1:{port}", "g", TopicPartition("erp.erp.customers", 0), state, 100,
+                                   on_reset=lambda *a: resets.append(a))  # fmt: skip
+        assert [r.value for r in _read(resumed, 3)] == [b"c", b"d", b"e"]  # from the start, nothing skipped
+        assert resets == [("erp.erp.customers", 0, "recreated")]
+        assert counted._value.get() == before + 1
+        line = next(r.getMessage() for r in caplog.records if "was reset" in r.getMessage())
+        # (Tansu's end offset can read short right after a produce: the line says what it answered.)
+        assert "erp.erp.customers[0]" in line and "held offset 2" in line and "now ends at" in line
+
+        # A running reader, the broker wiped under it, fewer records than it had read: truncated.
+        table.stop("kafka")
+        broker.start(table)
+        _produce(port, [b"f"])
+        assert [r.value for r in _read(resumed, 1)] == [b"f"]
+        assert resets[-1][2] in ("recreated", "truncated") and len(resets) == 2
+        resumed.close()
+    finally:
         table.stop("kafka")
         shutil.rmtree(home, ignore_errors=True)

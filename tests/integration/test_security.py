@@ -51,7 +51,7 @@ def test_no_password_in_logs_status_metrics_or_dlq(pipeline: LocalStack) -> None
         if url and row.state == "up":
             with urllib.request.urlopen(url, timeout=5) as response:
                 texts[url] = response.read().decode()
-    texts["dlq"] = repr(read_dlq(pipeline.settings.kafka_bootstrap))
+    texts["dlq"] = repr(read_dlq(pipeline.ops_conninfo()))  # the durable dead-letter table
     assert any("capture-erp.jvm.log" in name for name in texts), "the JVM logs were scanned"
     leaks = [(name, p[:4] + "...") for name, text in texts.items() for p in passwords if p in text]
     assert leaks == [], f"password found in {leaks}"

@@ -1,0 +1,63 @@
+"""`tidemark down` drains before it stops: the captures are stopped first (their offsets flushed, every
+captured record acknowledged by the broker), then the dataflow is given time to consume every captured
+record, empty its reorder buffer and have every output acknowledged, read from its own /metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dataflows.stack.scrape import dataflow_detail, drained
+
+
+@dataclass(frozen=True)
+class DrainState:
+    answering: int  # dataflow processes whose /metrics answered
+    lag: int
+    buffered: int
+    outputs: int  # records acknowledged by the targets so far (sum of tidemark_sink_writes_total)
+
+    @property
+    def empty(self) -> bool:
+        return self.answering > 0 and self.lag == 0 and self.buffered == 0
+
+
+def observe(urls: Sequence[str]) -> DrainState:
+    details = [dataflow_detail(u) for u in urls]
+    answering = [d for d in details if d]
+    return DrainState(len(answering) if len(answering) == len(urls) else 0,
+                      sum(d["consumer_lag_messages"] for d in answering),
+                      sum(d["reorder_buffer_depth"] for d in answering),
+                      sum(d.get("outputs_acknowledged", 0) for d in answering))  # fmt: skip
+
+
+def wait_drained(urls: Sequence[str], *, timeout_s: float, settle_s: float, echo: Callable[[str], None],
+                 probe: Callable[[Sequence[str]], DrainState] = observe, every_s: float = 0.5) -> bool:  # fmt: skip
+    """True once lag and reorder buffer are 0 and no output was acknowledged for `settle_s` (the sinks
+    answer per batch, and a batch in flight moves the counter): outputs of everything consumed are
+    written. Prints a progress line every few seconds; False after `timeout_s`."""
+    start = time.monotonic()
+    quiet_since: float | None = None
+    last: DrainState | None = None
+    shown = 0.0
+    while (now := time.monotonic()) - start < timeout_s:
+        state = probe(urls)
+        if state.empty and last is not None and last.empty and state.outputs == last.outputs:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= settle_s:
+                echo(f"{'dataflow':<12} drained: every captured record consumed, reorder buffer empty, "
+                     f"{state.outputs} outputs acknowledged")  # fmt: skip
+                return True
+        else:
+            quiet_since = None
+        if now - shown >= 3.0:
+            echo(f"{'dataflow':<12} draining: consumer lag {state.lag}, reorder buffer {state.buffered}, "
+                 f"{now - start:.0f}s of at most {timeout_s:.0f}s")  # fmt: skip
+            shown = now
+        last = state
+        time.sleep(every_s)
+    return False
+
+
+__all__ = ["DrainState", "drained", "observe", "wait_drained"]

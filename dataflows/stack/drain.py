@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dataflows.stack.scrape import dataflow_detail, drained
+from dataflows.stack.scrape import capture_detail, dataflow_detail, drained
 
 
 @dataclass(frozen=True)
@@ -60,4 +60,22 @@ def wait_drained(urls: Sequence[str], *, timeout_s: float, settle_s: float, echo
     return False
 
 
-__all__ = ["DrainState", "drained", "observe", "wait_drained"]
+def wait_captured(urls: Sequence[str], *, quiet_s: float, timeout_s: float, every_s: float = 0.25,
+                  count: Callable[[str], int | None] | None = None) -> bool:  # fmt: skip
+    """Before the captures stop: True once no capture has delivered a change for `quiet_s`, so changes
+    committed just before `down` are captured (streaming them takes well under a second) rather than left
+    for the next `up`. A heuristic, bounded by `timeout_s`: a source that never goes quiet is stopped anyway."""
+    count = count or (lambda url: capture_detail(url).get("changes_captured"))
+    start = time.monotonic()
+    last, quiet_since = None, time.monotonic()
+    while (now := time.monotonic()) - start < timeout_s:
+        seen = [count(u) for u in urls]
+        if seen != last:
+            last, quiet_since = seen, now
+        elif now - quiet_since >= quiet_s:
+            return True
+        time.sleep(every_s)
+    return False
+
+
+__all__ = ["DrainState", "drained", "observe", "wait_captured", "wait_drained"]

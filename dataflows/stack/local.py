@@ -33,7 +33,7 @@ from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, er
 from dataflows.stack.postgres import run_as as postgres_user
 
 OPS_DATABASE = "tidemark"
-from dataflows.stack.drain import wait_drained
+from dataflows.stack.drain import wait_captured, wait_drained
 from dataflows.stack.processes import (
     ProcessRecord,
     ProcessTable,
@@ -421,7 +421,11 @@ class LocalStack:
             echo(f"{'supervisor':<12} {'stopped' if was_running else 'was not running'}")
         with self.lock():
             names = self.table.names()
-            for name in [n for n in names if n.startswith("capture-")]:
+            captures = [n for n in names if n.startswith("capture-")]
+            urls = [r.endpoint["metrics"] for n in captures if (r := self.table.running(n)) and "metrics" in r.endpoint]
+            if urls and not wait_captured(urls, quiet_s=2.0, timeout_s=15.0):
+                echo(f"{'captures':<12} still capturing after 15s: stopping them (the rest is captured on `up`)")
+            for name in captures:
                 echo(f"{name:<12} {'stopped' if self.table.stop(name) else 'was not running'}")
             dataflows = [n for n in names if n.startswith("dataflow")]
             self._drain(dataflows, echo)

@@ -58,7 +58,7 @@ def events_for(reader: TopicReader, customer_id: str) -> list[dict[str, Any]]:
 def test_full_lifecycle_end_to_end(pipeline: LocalStack) -> None:
     lifecycle = TopicReader(pipeline.settings.kafka_bootstrap, [LIFECYCLE_TOPIC])
     account = crm(pipeline, "INSERT INTO accounts (name, domain, industry, owner, stage, tax_id, country) "
-                            "VALUES ('Lumen Labs', 'lumen.example', 'software', 'dana', 'prospect', 'NL 77', 'NL')")  # fmt: skip
+                            "VALUES ('Lumen Labs', 'lumen.example', 'software', 'dana', 'prospect', 'NL 0044 95445 B01', 'NL')")  # fmt: skip
     row = wait_until(lambda: c360_row(pipeline, account), 60, "the prospect in customer_360")
     customer_id = row["customer_id"]
     assert row["lifecycle_status"] == "prospect"
@@ -66,7 +66,7 @@ def test_full_lifecycle_end_to_end(pipeline: LocalStack) -> None:
     crm(pipeline, "INSERT INTO opportunities (account_id, name, stage, amount) VALUES (%s, 'Deal', 'open', 9000)", (account,))
     crm(pipeline, "UPDATE opportunities SET stage = 'won' WHERE account_id = %s", (account,))
     (erp_id,) = erp(pipeline, "INSERT INTO erp.customers (legal_name, tax_id, country, credit_limit) "
-                              "VALUES ('Lumen Labs B.V.', 'NL77', 'NL', 20000) RETURNING id")  # fmt: skip
+                              "VALUES ('Lumen Labs B.V.', 'NL004495445B01', 'NL', 20000) RETURNING id")  # fmt: skip
     erp(pipeline, "INSERT INTO erp.billing_accounts (customer_id, currency, approval_status) VALUES (%s, 'EUR', 'approved')", (erp_id,))
     erp(pipeline, "INSERT INTO erp.subscriptions (id, customer_id, plan, seats, status, period_start) "
                   "VALUES (9001, %s, 'growth', 10, 'active', current_date)", (erp_id,))  # fmt: skip
@@ -244,7 +244,7 @@ def test_bad_values_oversized_records_and_dropped_columns_go_to_the_dlq(pipeline
     is on what Tidemark keeps: a row wide only in unmapped columns flows."""
     from dataflows.dlq import DlqFilter, read
 
-    bootstrap = pipeline.settings.kafka_bootstrap
+    conninfo = pipeline.ops_conninfo()
     bad_country = crm(pipeline, "INSERT INTO accounts (name, country) VALUES ('Bad Country', 'D1')")
     big = "x" * (2 * 1024 * 1024)
     (wide,) = erp(pipeline, "INSERT INTO erp.customers (legal_name, country, notes) VALUES ('Wide Notes AG', 'DE', %s) "
@@ -256,12 +256,12 @@ def test_bad_values_oversized_records_and_dropped_columns_go_to_the_dlq(pipeline
     wait_until(lambda: c360_row(pipeline, good), 60, "a good change after the bad ones")
 
     def classes() -> dict[str, dict[str, Any]]:
-        return {r["error_class"]: r for r in read(pipeline.ops_conninfo(), DlqFilter(source="crm"))}
+        return {r["error_class"]: r for r in read(conninfo, DlqFilter(source="crm"))}
 
     found = wait_until(lambda: (c := classes()) and {"invalid_value", "mapped_column_missing"} <= set(c) and c,
                        60, "the two CRM dead letters")  # fmt: skip
     assert "country" in found["invalid_value"]["reason"] and "'D1'" in found["invalid_value"]["reason"]
-    (oversized,) = wait_until(lambda: read(bootstrap, DlqFilter(source="erp", reason="oversized")), 60, "oversized")
+    (oversized,) = wait_until(lambda: read(conninfo, DlqFilter(source="erp", reason="oversized")), 60, "oversized")
     assert "exceeds" in oversized["reason"] and f'"id":{huge}' in oversized["key"].replace(" ", "")
     wait_until(lambda: c360(pipeline, "%s = ANY(erp_customer_ids)", (str(wide),)), 60, "the wide row, applied")
     missing = found["mapped_column_missing"]["reason"]

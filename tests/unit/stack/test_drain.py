@@ -33,3 +33,12 @@ def test_a_dataflow_that_does_not_answer_is_never_drained() -> None:
 def test_gives_up_after_the_bound() -> None:
     probe, _ = scripted([DrainState(1, 3, 0, 0)])
     assert not wait_drained(["u"], timeout_s=0.05, settle_s=0, echo=lambda _l: None, probe=probe, every_s=0)
+
+
+def test_captures_are_stopped_once_they_went_quiet() -> None:
+    from dataflows.stack.drain import wait_captured
+
+    counts = iter([1, 2, 3] + [3] * 1000)
+    assert wait_captured(["u"], quiet_s=0.05, timeout_s=5.0, every_s=0.01, count=lambda _u: next(counts))
+    busy = iter(range(10_000))
+    assert not wait_captured(["u"], quiet_s=0.05, timeout_s=0.3, every_s=0.01, count=lambda _u: next(busy))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from dataflows.bench.workload import vat_de
 from dataflows.outputs import CUSTOMERS_TOPIC, DLQ_TOPIC, GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
@@ -104,6 +104,8 @@ def run_demo(settings: Settings, pause_s: float, echo: Callable[[str], None] = p
     tail = threading.Thread(target=_tail, args=(settings.kafka_bootstrap, stop, done, echo), daemon=True)
     tail.start()
     time.sleep(2.0)  # let the consumer join before the first change
+    if not _wait_streaming(settings.kafka_bootstrap, _heartbeat_topics(stack), timeout_s=120.0):
+        echo("(the captures have not started streaming within 120 s: see `tidemark status`)")
     tag = time.strftime("%H%M%S")
     erp = stack.erp_admin()
     crm = stack.crm_admin()
@@ -130,6 +132,31 @@ def run_demo(settings: Settings, pause_s: float, echo: Callable[[str], None] = p
     echo("  psql/mariadb (see README)            customer_360 in database `tidemark`, the CRM's accounts")
     echo("  tidemark down                        stop everything")
     return 0
+
+
+def _heartbeat_topics(stack: LocalStack) -> list[str]:
+    return [c.heartbeat_topic for c in stack.connectors().values() if c.heartbeat_topic]
+
+
+def _wait_streaming(bootstrap: str, topics: list[str], timeout_s: float) -> bool:
+    """True once every capture sent a heartbeat: its first snapshot is done and it streams, so the story's
+    changes arrive one by one (inserts, updates), not folded into a snapshot of how they ended."""
+    from kafka.errors import KafkaError
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            try:
+                parts = [TopicPartition(t, 0) for t in topics]
+                if all(n > 0 for n in consumer.end_offsets(parts).values()):
+                    return True
+            except KafkaError:
+                pass  # a topic not created yet
+            time.sleep(0.5)
+        return False
+    finally:
+        consumer.close()
 
 
 def add_demo_parser(sub: Any) -> None:

@@ -36,7 +36,7 @@ from dataflows.bench.truth import Workload, delete_some, differences, seed
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
 from dataflows.stack.processes import is_alive
-from dataflows.stack.scrape import dataflow_detail, drained
+from dataflows.stack.scrape import dataflow_detail
 from dataflows.stack.scratch import scratch_stack
 
 BASE = 800_000  # clear of the demo rows and of the fault tests' ids
@@ -45,7 +45,7 @@ DELETED = 20  # childless ERP customers, subscriptions and opportunities deleted
 PAUSE_S = (1.0, 5.0)  # between one component running again and the next kill
 DOWN_S = (0.5, 5.0)  # how long a broker, store or database stays down
 RECOVERY_BOUND_S = 180.0  # the supervisor's backoff reaches 60 s; beyond this the run restarts it itself
-SETTLE_BOUND_S = 900.0
+SETTLE_BOUND_S = 600.0
 
 
 def supervised(component: str) -> bool:
@@ -188,29 +188,30 @@ def retrying(action: Callable[[], Any], bound_s: float = RECOVERY_BOUND_S) -> No
 
 
 def check(stack: LocalStack, summary: ChaosSummary, bound_s: float, echo: Callable[[str], None]) -> None:
-    """Wait until the pipeline drained and its results equal the databases and the reference (or the bound
-    passed), then record lost, wrong and duplicates as they are."""
+    """Compare with the databases and the reference until both agree (or the bound passed), then record
+    lost, wrong and duplicates as they are. Not gated on the dataflow's lag reaching zero: a partition the
+    broker cannot serve past a hole keeps its lag forever, and the comparison is what users care about."""
     captured = TopicReader(stack.settings.kafka_bootstrap, table_topics(stack.connectors()))
     lifecycle = TopicReader(stack.settings.kafka_bootstrap, [LIFECYCLE_TOPIC])
     urls = [stack.dataflow_metrics_url(i) for i in range(stack.settings.dataflow_processes)]
     stopped = time.monotonic()
     while True:
         empty = 0
-        while empty < 3:  # to the end of what is there now (a first poll may return nothing yet)
+        while empty < 5:  # what is there now (the readers keep what they read: later rounds add the rest)
             empty = 0 if captured.poll() + lifecycle.poll() else empty + 1
-        if all(drained(dataflow_detail(u)) for u in urls):
-            summary.lost = differences(stack, BASE)
-            result = compare(stack, captured.messages, lifecycle.messages, BASE)
-            summary.wrong, summary.wrong_detail = result.wrong, result.describe()
-            summary.events, summary.duplicates = result.events, result.duplicates
-            summary.captured = sum(1 for m in captured.messages if m.value is not None)
-            if summary.ok:
-                summary.settled_after_s = time.monotonic() - stopped
-                break
-            echo(f"drained; not yet equal: lost {len(summary.lost)}, wrong {summary.wrong}")
+        summary.lost = differences(stack, BASE)
+        result = compare(stack, captured.messages, lifecycle.messages, BASE)
+        summary.wrong, summary.wrong_detail = result.wrong, result.describe()
+        summary.events, summary.duplicates = result.events, result.duplicates
+        summary.captured = sum(1 for m in captured.messages if m.value is not None)
+        if summary.ok:
+            summary.settled_after_s = time.monotonic() - stopped
+            break
         if time.monotonic() - stopped > bound_s:
             break
-        time.sleep(5)
+        lag = [dataflow_detail(u).get("consumer_lag_messages") for u in urls]
+        echo(f"not yet equal: lost {len(summary.lost)}, wrong {summary.wrong}; dataflow consumer lag {lag}")
+        time.sleep(10)
     captured.close()
     lifecycle.close()
 

@@ -375,10 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, default=300, help="changes per second")
     p.set_defaults(func=cmd_soak)
 
+    from dataflows.bench.chaos import add_chaos_parser
     from dataflows.demo import add_demo_parser
     from dataflows.stewardship import add_identity_parser
 
     add_demo_parser(sub)
+    add_chaos_parser(sub)
     add_identity_parser(sub)
     return parser
 

@@ -1,0 +1,85 @@
+"""Read topics of the real broker from the beginning (tests, `tidemark chaos`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    value: Any  # decoded JSON, None for a tombstone
+    headers: list[tuple[str, bytes]]
+
+
+def _key(raw: bytes | None) -> Any:
+    """Capture topics have JSON keys; Tidemark's outputs are keyed by the plain golden customer id."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode()
+
+
+class TopicReader:
+    """Reads a set of topics from the beginning, accumulating everything seen so far."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.topics = topics
+        self.messages: list[Message] = []
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=50, metadata_max_age_ms=500,
+        )  # fmt: skip
+        self._assigned: set[TopicPartition] = set()
+
+    def _assign_new_partitions(self) -> None:
+        partitions = set()
+        for topic in self.topics:
+            for p in self._consumer.partitions_for_topic(topic) or ():
+                partitions.add(TopicPartition(topic, p))
+        if partitions - self._assigned:
+            new = partitions - self._assigned
+            self._assigned |= partitions
+            self._consumer.assign(sorted(self._assigned))
+            self._consumer.seek_to_beginning(*new)
+
+    def poll(self) -> list[Message]:
+        self._assign_new_partitions()
+        if not self._assigned:
+            self._consumer.poll(timeout_ms=100)  # refreshes metadata
+            return []
+        batch = []
+        for records in self._consumer.poll(timeout_ms=200, max_records=10000).values():
+            for r in records:
+                batch.append(Message(
+                    r.topic, r.partition, r.offset,
+                    _key(r.key),
+                    orjson.loads(r.value) if r.value is not None else None,
+                    list(r.headers or []),
+                ))  # fmt: skip
+        self.messages.extend(batch)
+        return batch
+
+    def wait_for(self, predicate: Callable[[list[Message]], bool], timeout: float, what: str = "") -> list[Message]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if predicate(self.messages):
+                return self.messages
+            if time.monotonic() > deadline:
+                msg = f"timed out after {timeout:.0f}s waiting for {what or predicate}; saw {len(self.messages)}"
+                raise TimeoutError(msg)
+
+    def close(self) -> None:
+        self._consumer.close()

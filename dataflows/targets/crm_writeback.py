@@ -26,7 +26,10 @@ def writebacks(record: dict[str, Any]) -> list[tuple[Any, ...]]:
     crm_ids, erp_ids = ids.get("crm", []), ids.get("erp", [])
     if not crm_ids:
         return []
-    facts = (int(erp_ids[0]) if erp_ids else None, record.get("credit_status"), record.get("lifecycle_status"))
+    # Without a linked ERP customer yet, the account keeps the crosswalk it states (found by `tidemark chaos`:
+    # writing NULL there unlinked accounts processed before their ERP customer, at the next user edit).
+    erp_id = erp_ids[0] if erp_ids else record.get("erp_customer_id")
+    facts = (int(erp_id) if erp_id else None, record.get("credit_status"), record.get("lifecycle_status"))
     version = record["version"]
     return [(*facts, version, int(account), version, *facts) for account in crm_ids]
 

@@ -194,3 +194,12 @@ def test_the_owners_last_value_survives_any_interleaving(writes, rnd) -> None:
     for canonical, column in (("legal_name", "legal_name"), ("country", "country"), ("credit_status", "credit_status")):
         if erp_row[column] is not None:
             assert golden.value(canonical) == erp_row[column], canonical
+
+
+def test_an_account_processed_before_its_erp_customer_keeps_its_crosswalk_in_the_write_back(run) -> None:
+    """Found by `tidemark chaos`: the write-back wrote erp_customer_id = NULL into such an account, and the
+    account's next edit then unlinked it."""
+    _, core, step = run
+    out = step("crm", "accounts", 9, {"name": "Early", "erp_customer_id": 77})
+    (update,) = crm_writeback.writebacks(out.customers[-1][0])
+    assert update[0] == 77

@@ -48,9 +48,9 @@ def parse_command(value: bytes | None, origin: Any = None) -> StewardCommand:
         return StewardCommand(str(body["command_id"]), action, tuple(str(t) for t in targets),
                               str(body.get("requested_by") or "unknown"), at, body.get("customer_id"),
                               str(body.get("reason") or ""), origin)  # fmt: skip
+    except StewardRecordError:
+        raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        if isinstance(e, StewardRecordError):
-            raise
         msg = f"not a stewardship command ({type(e).__name__}: {e})"
         raise StewardRecordError(msg) from None
 

@@ -199,5 +199,4 @@ def rebuild(customer_id: str, images: list[CanonicalChange], parts: list[tuple[s
     for entity, key, ref, part in parts:
         record.children.setdefault(entity, {})[key] = part
         record.child_refs[key] = ref
-    record.reported.clear()
     return record

@@ -3,14 +3,11 @@ written with a version-guarded upsert (a replayed or older record never overwrit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
-import psycopg
 
-from dataflows.settings import project_root
-from dataflows.targets.retry import with_reconnect
+from dataflows.targets.ops_table import OpsTableWriter
 from dataflows.targets.sql import versioned_upsert
 
 TABLE = "customer_360"
@@ -40,33 +37,8 @@ def retired_row(merged: str, survivor: str, meta: dict[str, Any]) -> tuple[Any, 
             orjson.dumps(record).decode())  # fmt: skip
 
 
-class Customer360Writer:
-    """Writes batches of rows in one transaction."""
+class Customer360Writer(OpsTableWriter):
+    """Writes batches of customer_360 rows in one transaction."""
 
     def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.conn = with_reconnect("customer_360 connect", self._connect, lambda: None, (psycopg.OperationalError,))
-
-    def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.conninfo, autocommit=False, connect_timeout=10)
-        with conn.transaction():
-            conn.execute((project_root() / "infra" / "ops" / "customer_360.sql").read_text())
-        return conn
-
-    def _reconnect(self) -> None:
-        self.conn.close()
-        self.conn = self._connect()
-
-    def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        rows = list(rows)
-        if not rows:
-            return
-
-        def attempt() -> None:
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.executemany(UPSERT, rows)
-
-        with_reconnect("customer_360 write", attempt, self._reconnect, (psycopg.OperationalError,))
-
-    def close(self) -> None:
-        self.conn.close()
+        super().__init__(conninfo, TABLE, "customer_360.sql", UPSERT)

@@ -9,7 +9,6 @@ failing again at a new offset (after `tidemark dlq replay`) counts a failure and
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +16,7 @@ import orjson
 import psycopg
 
 from dataflows.outputs import DLQ_TOPIC, KafkaOut
-from dataflows.settings import project_root
-from dataflows.targets.retry import with_reconnect
+from dataflows.targets import ops_table
 
 TABLE = "dead_letters"
 STATES = ("open", "replayed", "resolved", "discarded")
@@ -59,36 +57,11 @@ def dead_letter_row(out: KafkaOut) -> tuple[Any, ...] | None:
 
 
 def ensure_table(conn: psycopg.Connection) -> None:
-    with conn.transaction():
-        conn.execute((project_root() / "infra" / "ops" / "dead_letters.sql").read_text())
+    ops_table.ensure_table(conn, "dead_letters.sql")
 
 
-class DeadLetterWriter:
+class DeadLetterWriter(ops_table.OpsTableWriter):
     """Writes batches of dead-letter rows (`dead_letter_row`) in one transaction."""
 
     def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.conn = with_reconnect("dead_letters connect", self._connect, lambda: None, (psycopg.OperationalError,))
-
-    def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.conninfo, autocommit=False, connect_timeout=10)
-        ensure_table(conn)
-        return conn
-
-    def _reconnect(self) -> None:
-        self.conn.close()
-        self.conn = self._connect()
-
-    def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        rows = list(rows)
-        if not rows:
-            return
-
-        def attempt() -> None:
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.executemany(UPSERT, rows)
-
-        with_reconnect("dead_letters write", attempt, self._reconnect, (psycopg.OperationalError,))
-
-    def close(self) -> None:
-        self.conn.close()
+        super().__init__(conninfo, TABLE, "dead_letters.sql", UPSERT)

@@ -1,0 +1,50 @@
+"""One writer for Tidemark's own tables in the operational PostgreSQL database (customer_360,
+dead_letters): the table is created from its infra/ops/*.sql file on connect, and each batch of rows is
+one idempotent statement run in one transaction, reconnecting across a database restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from dataflows.settings import project_root
+from dataflows.targets.retry import with_reconnect
+
+
+def ensure_table(conn: psycopg.Connection, ddl_file: str) -> None:
+    """Run infra/ops/`ddl_file` (CREATE ... IF NOT EXISTS) in its own transaction."""
+    with conn.transaction():
+        conn.execute((project_root() / "infra" / "ops" / ddl_file).read_text())
+
+
+class OpsTableWriter:
+    """Writes batches of rows with `statement` (one parameter tuple per row) in one transaction."""
+
+    def __init__(self, conninfo: str, table: str, ddl_file: str, statement: str) -> None:
+        self.conninfo, self.table, self.ddl_file, self.statement = conninfo, table, ddl_file, statement
+        self.conn = with_reconnect(f"{table} connect", self._connect, lambda: None, (psycopg.OperationalError,))
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.conninfo, autocommit=False, connect_timeout=10)
+        ensure_table(conn, self.ddl_file)
+        return conn
+
+    def _reconnect(self) -> None:
+        self.conn.close()
+        self.conn = self._connect()
+
+    def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+
+        def attempt() -> None:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.executemany(self.statement, rows)
+
+        with_reconnect(f"{self.table} write", attempt, self._reconnect, (psycopg.OperationalError,))
+
+    def close(self) -> None:
+        self.conn.close()

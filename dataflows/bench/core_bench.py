@@ -15,8 +15,8 @@ import orjson
 from dataflows.bench.workload import Envelope, generate
 from dataflows.config.connectors import load_connectors
 from dataflows.core.core import ConsistencyCore, CoreOutput
-from dataflows.core.decode import decode
-from dataflows.core.mapping import SourceMapper
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import SourceMapper
 from dataflows.core.policy import build_policy
 from dataflows.settings import Settings
 

@@ -101,8 +101,8 @@ def _trimmed_rss() -> int:
 def _core_memory_child(customers: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     from dataflows.config.connectors import load_connectors
     from dataflows.core.core import ConsistencyCore
-    from dataflows.core.decode import decode
-    from dataflows.core.mapping import SourceMapper
+    from dataflows.ingest.decode import decode
+    from dataflows.ingest.mapping import SourceMapper
     from dataflows.core.policy import build_policy
     from dataflows.settings import Settings
 

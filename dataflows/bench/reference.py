@@ -14,8 +14,8 @@ import orjson
 from dataflows.bench.topics import Message
 from dataflows.config.connectors import ConnectorConfig, load_connectors
 from dataflows.core.core import ConsistencyCore
-from dataflows.core.decode import decode
-from dataflows.core.mapping import SourceMapper
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import SourceMapper
 from dataflows.core.policy import build_policy
 from dataflows.core.reorder import order_key
 from dataflows.stack.local import LocalStack

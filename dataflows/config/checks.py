@@ -28,8 +28,8 @@ from dataflows.config.connectors import (
     load_connector_file,
     sort_problems,
 )
-from dataflows.core.expressions import ExpressionError, compile_expression
-from dataflows.core.mapping import _coercer as runtime_coercer  # the flow's own conversion: check and flow agree
+from dataflows.ingest.expressions import ExpressionError, compile_expression
+from dataflows.ingest.mapping import _coercer as runtime_coercer  # the flow's own conversion: check and flow agree
 from dataflows.core.policy import ReorderPolicy
 from schemas.v1.entities import ENTITY_MODELS
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflows.config.secrets import SecretError, is_reference_only, is_secret_key, resolve
 from dataflows.config.yaml_lines import LoadedYaml, YamlError, load_yaml
-from dataflows.core.expressions import ExpressionError, compile_expression
+from dataflows.ingest.expressions import ExpressionError, compile_expression
 from schemas.v1.entities import ENTITY_MODELS, FIELD_ENTITY
 
 Dialect = Literal["postgres", "mysql"]

@@ -26,8 +26,8 @@ from dataflows import metrics
 from dataflows.config.connectors import ConnectorConfig, capture_topics
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.inputs import CoreInput, Heartbeat, SourceSilent, StreamIdle, StreamReady
-from dataflows.core.decode import DecodeError, decode, heartbeat_time
-from dataflows.core.mapping import CanonicalChange, MappingError, SourceMapper
+from dataflows.ingest.decode import DecodeError, decode, heartbeat_time
+from dataflows.ingest.mapping import CanonicalChange, MappingError, SourceMapper
 from dataflows.core.policy import Policy
 from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionReady, RawRecord, Signal
 from dataflows.io.sinks import KafkaOutputSink, WriterSink

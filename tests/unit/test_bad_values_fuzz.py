@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflows.core.core import ConsistencyCore
-from dataflows.core.mapping import CanonicalChange
+from dataflows.ingest.mapping import CanonicalChange
 from dataflows.core.policy import build_policy
 from dataflows.flows.consistency import Decoder
 from dataflows.outputs import KafkaOut

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dataflows.config.connectors import connect_config, connector_files, embedded_properties, load_connector
-from dataflows.core.decode import decode
-from dataflows.core.mapping import MappingError, SourceMapper
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.core.policy import ReorderPolicy
 from dataflows.settings import project_root
 from tests.support.fixtures import FIXTURES, as_kafka, recorded

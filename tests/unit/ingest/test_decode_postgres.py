@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from dataflows.config.connectors import ConnectorConfig
-from dataflows.core.decode import decode
-from dataflows.core.mapping import MappingError, SourceMapper
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import MappingError, SourceMapper
 from tests.support.fixtures import as_kafka, connector, decoded, recorded
 
 ERP = SourceMapper(connector("erp"))

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 
 from dataflows.config.connectors import ConnectorConfig, TableMapping
-from dataflows.core.decode import UNAVAILABLE, ChangeRecord
-from dataflows.core.expressions import (
+from dataflows.ingest.decode import UNAVAILABLE, ChangeRecord
+from dataflows.ingest.expressions import (
     CompiledExpression,
     MissingColumn,
     ValueConversionError,

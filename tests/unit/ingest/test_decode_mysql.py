@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from dataflows.core.decode import decode
-from dataflows.core.mapping import SourceMapper
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import SourceMapper
 from dataflows.core.reorder import order_key
 from tests.support.fixtures import as_kafka, connector, decoded, recorded
 

@@ -17,7 +17,7 @@ from dataflows.config.connectors import load_connectors
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.ingest.decode import decode
 from dataflows.ingest.mapping import SourceMapper
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 from dataflows.settings import Settings
 
 BATCH = 1000

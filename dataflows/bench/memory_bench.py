@@ -103,7 +103,7 @@ def _core_memory_child(customers: int, out: multiprocessing.Queue) -> None:  # t
     from dataflows.core.core import ConsistencyCore
     from dataflows.ingest.decode import decode
     from dataflows.ingest.mapping import SourceMapper
-    from dataflows.core.policy import build_policy
+    from dataflows.config.policy import build_policy
     from dataflows.settings import Settings
 
     connectors = load_connectors(Settings().connectors_dir)

@@ -27,7 +27,8 @@ from dataflows.config.connectors import ConnectorConfig, capture_topics
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.inputs import CoreInput, Heartbeat, SourceSilent, StreamIdle, StreamReady
 from dataflows.ingest.decode import DecodeError, decode, heartbeat_time
-from dataflows.ingest.mapping import CanonicalChange, MappingError, SourceMapper
+from dataflows.core.change import CanonicalChange
+from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.core.policy import Policy
 from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionReady, RawRecord, Signal
 from dataflows.io.sinks import KafkaOutputSink, WriterSink

@@ -14,7 +14,7 @@ from dataflows.config.connectors import load_connector
 from dataflows.core.core import ConsistencyCore
 from dataflows.ingest.decode import decode
 from dataflows.ingest.mapping import SourceMapper
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 from dataflows.settings import project_root
 from dataflows.stack.local import LocalStack, capture_process_name
 from dataflows.stack.scratch import wait_capture_running

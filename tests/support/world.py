@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dataflows.ingest.decode import ChangeRecord
-from dataflows.ingest.mapping import CanonicalChange, SourceMapper
+from dataflows.core.change import CanonicalChange
+from dataflows.ingest.mapping import SourceMapper
 from tests.support.fixtures import connector
 
 MAPPERS = {s: SourceMapper(connector(s)) for s in ("erp", "crm")}

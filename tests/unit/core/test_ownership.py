@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataflows.core.ownership import FieldVersion, decide, is_newer
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 from schemas.v1.governance import GovernanceDecision as D
 from tests.support.fixtures import connector
 

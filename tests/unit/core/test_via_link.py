@@ -8,7 +8,7 @@ from dataflows.config.connectors import ConnectorConfig
 from dataflows.core.core import ConsistencyCore
 from dataflows.ingest.decode import ChangeRecord
 from dataflows.ingest.mapping import SourceMapper
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 
 SHOP = ConnectorConfig.model_validate({
     "name": "shop", "system": "shop",

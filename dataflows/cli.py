@@ -141,7 +141,7 @@ def cmd_sources_list(_args: argparse.Namespace) -> int:
         except ConnectorConfigError as e:
             print(f"{path.stem:<10} INVALID ({len(e.problems)} problems: tidemark sources validate)")
             continue
-        print(f"{c.name:<10} {c.dialect:<9} system={c.system:<6} tables={','.join(c.tables)}")
+        print(f"{c.name:<10} {c.dialect.name:<9} system={c.system:<6} tables={','.join(c.tables)}")
     return 0
 
 

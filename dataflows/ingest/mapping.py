@@ -98,7 +98,7 @@ class TableMapper:
         self.customer_system = mapping.customer.system or config.system
         self.echo_column = mapping.echo_column
         self.fields: dict[str, CompiledExpression] = {
-            f: compile_expression(sql, config.dialect) for f, sql in mapping.fields.items()
+            f: compile_expression(sql, config.dialect.name) for f, sql in mapping.fields.items()
         }
         self.coercers = {f: _coercer(f) for f in self.fields}
 

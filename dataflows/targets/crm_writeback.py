@@ -12,12 +12,13 @@ from typing import Any
 
 import pymysql
 
+from dataflows.dialects import MYSQL
 from dataflows.targets.retry import with_reconnect
 from dataflows.targets.sql import guarded_update
 
 FACTS = ["erp_customer_id", "credit_status", "lifecycle_status"]
 TRANSIENT = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
-UPDATE = guarded_update("accounts", FACTS, "id", "tidemark_version", "mysql")
+UPDATE = guarded_update("accounts", FACTS, "id", "tidemark_version", MYSQL)
 
 
 def writebacks(record: dict[str, Any]) -> list[tuple[Any, ...]]:

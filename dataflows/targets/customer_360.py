@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from dataflows.dialects import POSTGRES
 from dataflows.targets.ops_table import OpsTableWriter
 from dataflows.targets.sql import versioned_upsert
 
@@ -17,7 +18,7 @@ COLUMNS = ["customer_id", *PROFILE, "lifecycle_status", "erp_customer_ids", "crm
            "version", "updated_at", "correlation_id", "causation_id", "event_type", "schema_version",
            "source_position", "record"]  # fmt: skip
 RETIRED_VERSION = 2**62  # a merged-away customer's row is final: no replayed upsert may revive it
-UPSERT = versioned_upsert(TABLE, COLUMNS, "customer_id", "version", "postgres")
+UPSERT = versioned_upsert(TABLE, COLUMNS, "customer_id", "version", POSTGRES)
 
 
 def customer_row(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, ...]:

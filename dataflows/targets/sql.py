@@ -4,7 +4,8 @@ every value a driver parameter (never formatted into the text)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -36,12 +37,25 @@ def versioned_upsert(table: str, columns: Sequence[str], key: str, version: str,
     return render(dialect.upsert_template(_ident(table), cols, _ident(key), _ident(version)), dialect)
 
 
-def guarded_update(table: str, columns: Sequence[str], key: str, version: str, dialect: Dialect) -> str:
-    """Update `columns` and `version` of one row, only if the incoming version is newer and some value
-    actually differs (so an unchanged fact writes nothing, and causes no captured change).
-    Parameters: the column values, the version, the key, the version again, then the column values."""
-    t, cols, v = _ident(table), [_ident(c) for c in columns], _ident(version)
-    sets = ", ".join(f"{c} = ?" for c in (*cols, v))
-    same = " AND ".join(dialect.null_safe_equal(c) for c in cols)
-    template = f"UPDATE {t} SET {sets} WHERE {_ident(key)} = ? AND ({v} IS NULL OR {v} < ?) AND NOT ({same})"
-    return render(template, dialect)
+def multi_row(statement: str, group: str, rows: int, joiner: str) -> str:
+    """`statement`, rendered for one row whose parameters are `group` (in it exactly once), for `rows` rows:
+    the group repeated, joined by `joiner` (", " between VALUES tuples, " UNION ALL " between SELECTs)."""
+    if statement.count(group) != 1:
+        msg = f"{group!r} is not in the statement exactly once"
+        raise ValueError(msg)
+    return statement.replace(group, joiner.join([group] * rows))
+
+
+def newest_per_key(rows: Iterable[Sequence[Any]], key: int, version: int) -> list[Sequence[Any]]:
+    """One row per key (row[key]): the highest version, the later of equal ones. A multi-row statement may
+    touch each row only once, and which of two it would take is not the version guard's choice."""
+    newest: dict[Any, Sequence[Any]] = {}
+    for row in rows:
+        kept = newest.get(row[key])
+        if kept is None or row[version] >= kept[version]:
+            newest[row[key]] = row
+    return list(newest.values())
+
+
+def chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    return (rows[i : i + size] for i in range(0, len(rows), size))

@@ -12,7 +12,8 @@ from dataflows.config.connectors import connect_config
 from dataflows.dialects import BY_CONNECTOR_CLASS, MYSQL
 from dataflows.dialects.base import EnvelopeError
 from dataflows.ingest.decode import decode
-from dataflows.targets.sql import guarded_update, versioned_upsert
+from dataflows.targets import crm_writeback
+from dataflows.targets.sql import versioned_upsert
 from dataflows.ingest.mapping import SourceMapper
 from dataflows.core.reorder import order_key
 from tests.support.fixtures import as_kafka, connector, decoded, recorded
@@ -73,8 +74,9 @@ def test_upsert_keeps_every_column_unless_the_version_is_newer() -> None:
     assert sql.endswith("`a` = IF(VALUES(v) > `v`, VALUES(a), `a`), `v` = GREATEST(`v`, VALUES(v))")
 
 
-def test_guarded_update_compares_null_safely() -> None:
-    assert guarded_update("t", ["a"], "id", "v", MYSQL).endswith("AND NOT (`a` <=> %s)")
+def test_null_safe_equality_guards_the_crm_write_back() -> None:
+    assert MYSQL.null_safe_equal("a") == "a <=> ?"
+    assert crm_writeback.UPDATE.endswith("AND `a`.`lifecycle_status` <=> `n`.`lifecycle_status`)")
 
 
 def test_every_recorded_record_decodes() -> None:

@@ -12,7 +12,7 @@ from dataflows.config.connectors import ConnectorConfig, connect_config
 from dataflows.dialects import BY_CONNECTOR_CLASS, POSTGRES
 from dataflows.dialects.base import EnvelopeError
 from dataflows.ingest.decode import DecodeError
-from dataflows.targets.sql import guarded_update, versioned_upsert
+from dataflows.targets.sql import versioned_upsert
 from dataflows.ingest.decode import decode
 from dataflows.ingest.mapping import MappingError, SourceMapper
 from tests.support.fixtures import as_kafka, connector, decoded, recorded
@@ -61,9 +61,8 @@ def test_upsert_updates_only_from_a_newer_version() -> None:
     assert sql.endswith('"a" = "excluded"."a", "version" = "excluded"."version" WHERE "t"."version" < "excluded"."version"')
 
 
-def test_guarded_update_compares_null_safely() -> None:
-    sql = guarded_update("t", ["a"], "id", "v", POSTGRES)
-    assert sql.endswith('AND NOT ("a" IS NOT DISTINCT FROM %s)')
+def test_null_safe_equality() -> None:
+    assert POSTGRES.null_safe_equal("a") == "a IS NOT DISTINCT FROM ?"
 
 
 def test_every_recorded_record_decodes() -> None:

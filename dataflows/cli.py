@@ -113,6 +113,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         state_dir=state_dir,
         log_dir=stack.table.log_dir,
         bootstrap=stack.settings.kafka_bootstrap,
+        kafka_properties=stack.settings.kafka_properties,
         partitions=config.partitions or stack.settings.topic_partitions,
         metrics_port=stack.capture_metrics_port(config.name),
         metrics_host=stack.settings.metrics_host,

@@ -262,7 +262,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"would replay {len(records)} dead letter(s)")
         return 0
-    sent = replay(stack.settings.kafka_bootstrap, stack.ops_conninfo(), records)
+    sent = replay(stack.settings.kafka_bootstrap, stack.ops_conninfo(), records, stack.settings.kafka_properties)
     print(f"replayed {sent} dead letter(s) into their capture topics")
     return 0
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, Producer
 
-from dataflows.io.kafka_client import Outgoing, build, deliver, discard, ensure_topics, partition_for, producer_config
+from dataflows.io.kafka_client import KeyPartitioner, Outgoing, build, deliver, discard, ensure_topics, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class KafkaBatchWriter:
         self.properties = dict(properties or {})
         self._config = producer_config(bootstrap, self.properties, client_id=client_id, delivery_timeout_s=timeout_s)
         self._known_topics: set[str] = set()
-        self._partition_counts: dict[str, int] = {}
+        self._partition = KeyPartitioner(partitions, timeout_s)
         self._producer: Producer = build(Producer, self._config)
         self._producer.list_topics(timeout=timeout_s)  # raises KafkaException while the broker is unreachable
 
@@ -58,19 +58,6 @@ class KafkaBatchWriter:
         if created:
             log.info("created topics %s with %d partitions", created, self.partitions)
         self._known_topics.update(new)
-
-    def _partition(self, topic: str, key: bytes | None) -> int:
-        """Kafka's default partitioner over at most the partitions we create topics with: a broker that
-        lost its topics auto-creates them on first use with its own count (Tansu: 4), and a record in a
-        partition beyond ours would never be read by the dataflow."""
-        if key is None:
-            return -1
-        available = self._partition_counts.get(topic)
-        if available is None:
-            meta = self._producer.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
-            available = len(meta.partitions) if meta is not None and meta.error is None else 0
-            self._partition_counts[topic] = available
-        return partition_for(key, min(available or self.partitions, self.partitions))
 
     def write_with_retry(self, records: list[OutRecord], attempts: int = 4) -> None:
         """`write`, resending the whole batch on a fresh producer after a failed delivery (duplicates are
@@ -86,13 +73,14 @@ class KafkaBatchWriter:
                 log.warning("batch delivery failed (attempt %d of %d): %s; resending on a new producer", attempt, attempts, e)
                 discard(self._producer)
                 self._producer = build(Producer, self._config)
-                self._partition_counts.clear()
+                self._partition.forget()
 
     def write(self, records: list[OutRecord]) -> None:
         """Send every record and wait for all acknowledgements; raise DeliveryError on any failure."""
         self.ensure_topics(r.topic for r in records)
-        delivery = deliver(self._producer, (Outgoing(r.topic, r.key, r.value, self._partition(r.topic, r.key))
-                                            for r in records), self.timeout_s + 5)  # fmt: skip
+        partition, producer = self._partition, self._producer
+        delivery = deliver(producer, (Outgoing(r.topic, r.key, r.value, partition(producer, r.topic, r.key))
+                                      for r in records), self.timeout_s + 5)  # fmt: skip
         if delivery.failed:
             msg = f"{delivery.failed} of {len(records)} records not acknowledged by Kafka: {delivery.first_error}"
             raise DeliveryError(msg)

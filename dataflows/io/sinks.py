@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from dataflows import metrics
 from dataflows.io import kafka_client
-from dataflows.io.kafka_client import Outgoing, build, deliver, discard, producer_config
+from dataflows.io.kafka_client import KeyPartitioner, Outgoing, build, deliver, discard, producer_config
 from dataflows.outputs import COMPACTED_TOPICS, KafkaOut
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,17 @@ class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
     DELIVERY_TIMEOUT_S = 20.0
 
     def __init__(self, bootstrap: str, partitions: int, client_id: str, properties: Mapping[str, str]) -> None:
-        self.partitions = partitions
         # Not idempotent, one request in flight: see KafkaBatchWriter (the local broker can lose records an
         # idempotent producer had acknowledged when it is killed); a resend can only duplicate.
         self.config = producer_config(bootstrap, properties, client_id=client_id,
                                       delivery_timeout_s=self.DELIVERY_TIMEOUT_S)  # fmt: skip
         self.producer = build(Producer, self.config)
+        self.partition = KeyPartitioner(partitions, self.DELIVERY_TIMEOUT_S)
 
     def _outgoing(self, items: list[KafkaOut]) -> list[Outgoing]:
-        # The partition we compute (murmur2, as Kafka's Java client does), honoured explicitly.
-        return [Outgoing(r.topic, key := r.key.encode(), r.value, kafka_client.partition_for(key, self.partitions),
-                         r.headers) for r in items]  # fmt: skip
+        partition, producer = self.partition, self.producer
+        return [Outgoing(r.topic, key := r.key.encode(), r.value, partition(producer, r.topic, key), r.headers)
+                for r in items]  # fmt: skip
 
     def write_batch(self, items: list[KafkaOut]) -> None:
         """Resend the whole batch on a fresh producer after a failed delivery (duplicates are harmless,
@@ -58,6 +58,8 @@ class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
                         delivery.failed, len(items), delivery.first_error, attempt + 1, self.ATTEMPTS)  # fmt: skip
             discard(self.producer)
             self.producer = build(Producer, self.config)
+            self.partition.forget()
+            records = self._outgoing(items)
         metrics.SINK_WRITES.labels("kafka").inc(len(items))
         now = time.time()
         for r in items:

@@ -10,8 +10,9 @@ from dataflows import metrics
 from dataflows.capture.engine import CaptureMetrics, envelope_op
 from dataflows.capture.kafka_writer import OutRecord
 
-# Row images as Debezium writes them: any column names (an "op" column included), any scalar values.
-values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(), st.floats(allow_nan=False))
+# Row images as Debezium writes them: any column names (an "op" column included), any scalar values
+# (integers within 64 bits: numerics arrive as strings, decimal.handling.mode=string).
+values = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(), st.floats(allow_nan=False))
 rows = st.one_of(st.none(), st.dictionaries(st.one_of(st.just("op"), st.text()), values, max_size=6))
 
 

@@ -176,7 +176,7 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
                 self._reset("truncated", end, "the partition ends below the offset held")
             elif start > self.next_offset:
                 self._reset("expired", end, f"its records before offset {start} were deleted unread")
-        self.topic_id = topic_id
+        self.topic_id = topic_id or self.topic_id  # an unanswered describe keeps the id held
 
     def _has_record(self, consumer: Consumer, offset: int) -> bool:
         """Whether the partition still holds `offset` (or a later record), then back to the position.

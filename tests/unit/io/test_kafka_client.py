@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -12,6 +13,8 @@ from pydantic import ValidationError
 
 from dataflows.io.kafka_client import KafkaConfigError, build, client_config, murmur2, partition_for, producer_config
 from dataflows.settings import Settings
+from dataflows.stack.local import LocalStack
+from dataflows.stack.scratch import make_settings
 
 SECRET = "s3cr3t-do-not-log"
 
@@ -96,3 +99,14 @@ def test_a_secret_is_never_logged_even_with_every_librdkafka_debug_context(
     assert any("sasl.password" in line for line in lines)  # the configuration dump is there...
     assert not any(SECRET in line for line in lines)  # ...redacted
     assert SECRET not in capfd.readouterr().err  # and nothing went to stderr around logging
+
+
+def test_the_stack_hands_the_properties_to_its_processes_as_references_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KAFKA_PW", SECRET)
+    properties = {"security.protocol": "SASL_SSL", "sasl.password": "${env:KAFKA_PW}"}
+    env = LocalStack(make_settings(tmp_path, kafka_properties=properties)).settings_environment()
+    assert SECRET not in str(env)
+    monkeypatch.setenv("TIDEMARK_KAFKA_PROPERTIES", env["TIDEMARK_KAFKA_PROPERTIES"])
+    assert Settings().kafka_properties == properties  # what a capture or dataflow process reads

@@ -19,6 +19,7 @@ from dataflows.config.connectors import (
     load_connector,
 )
 from dataflows.config.secrets import SecretError
+from dataflows.io.kafka_client import KafkaConfigError
 from dataflows.settings import Settings
 from dataflows.stack.local import LocalStack
 
@@ -398,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConnectorConfigError as e:
         print(f"invalid connector configuration:\n{e}", file=sys.stderr)
+        return 2
+    except KafkaConfigError as e:  # a property librdkafka refused (TIDEMARK_KAFKA_PROPERTIES)
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
 

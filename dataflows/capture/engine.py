@@ -273,7 +273,8 @@ def _lock(state_dir: Path, source: str) -> Any:
     return lock
 
 
-def _serve(runner: _EngineRunner, handler: KafkaForwardingHandler, state_dir: Path, stop: threading.Event) -> _EngineRunner:
+def _serve(runner: _EngineRunner, handler: KafkaForwardingHandler, state_dir: Path,
+           stop: threading.Event) -> _EngineRunner:  # fmt: skip
     """Run until stopped or the engine ends, answering re-snapshot requests; returns the last runner.
     The engine may report its end (completion callback) while run() still blocks: that is an end too."""
     while runner.thread.is_alive() and not runner.completion.done.is_set() and not stop.wait(0.2):

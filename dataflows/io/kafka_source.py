@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicCollection,
+                             TopicPartition)  # fmt: skip
 from confluent_kafka.admin import AdminClient
 
 from dataflows import metrics

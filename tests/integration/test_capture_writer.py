@@ -58,7 +58,8 @@ def test_an_unknown_client_property_stops_the_writer_with_its_name(bootstrap: st
 
 
 def test_a_tuning_property_passes_through(bootstrap: str) -> None:
-    writer = KafkaBatchWriter(bootstrap, 3, client_id="tuned", properties={"linger.ms": "50", "compression.type": "lz4"})
+    tuning = {"linger.ms": "50", "compression.type": "lz4"}
+    writer = KafkaBatchWriter(bootstrap, 3, client_id="tuned", properties=tuning)
     writer.write_with_retry([OutRecord("placement.tuned.v1", b"k", b"v" * 1000)])
     writer.close()
     assert placed(bootstrap, "placement.tuned.v1", 3, 1) == {b"k": partition_for(b"k", 3)}

@@ -33,7 +33,6 @@ from dataflows.ingest.mapping import _coercer as runtime_coercer  # the flow's o
 from dataflows.core.policy import ReorderPolicy
 from schemas.v1.entities import ENTITY_MODELS
 
-# Properties naming the schemas (PostgreSQL) or databases (MySQL family) Debezium reads tables from.
 KEEP_ALIVE_MS = 1250  # an idle binlog sends server heartbeats every 0.8 x keep-alive: 1 s
 
 

@@ -54,7 +54,8 @@ class PostgreSQL(Dialect):
     def upsert_template(self, table: str, columns: Sequence[str], key: str, version: str) -> str:
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
         return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
-                f"ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {table}.{version} < excluded.{version}")  # fmt: skip
+                f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
+                f"WHERE {table}.{version} < excluded.{version}")  # fmt: skip
 
     def null_safe_equal(self, column: str) -> str:
         return f"{column} IS NOT DISTINCT FROM ?"

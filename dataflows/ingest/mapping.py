@@ -97,7 +97,8 @@ def _coercer(field: str) -> Callable[[Any], Any]:
 class TableMapper:
     """The compiled mapping of one captured table."""
 
-    def __init__(self, config: ConnectorConfig, table: str, mapping: TableMapping, carry_rows: int = CARRY_ROWS) -> None:
+    def __init__(self, config: ConnectorConfig, table: str, mapping: TableMapping,
+                 carry_rows: int = CARRY_ROWS) -> None:  # fmt: skip
         self.source = config.name
         self.system = config.system
         self.table = table

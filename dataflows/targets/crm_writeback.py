@@ -29,8 +29,8 @@ def _update_one() -> str:
     row = ", ".join([*(f"? AS {f}" for f in FACTS), "? AS new_version", "? AS id"])
     sets = ", ".join([*(f"a.{f} = n.{f}" for f in FACTS), "a.tidemark_version = n.new_version"])
     same = " AND ".join(MYSQL.null_safe_equal(f"a.{f}").replace("?", f"n.{f}") for f in FACTS)
-    return render(f"UPDATE accounts AS a JOIN (SELECT {row}) AS n ON a.id = n.id SET {sets} "
-                  f"WHERE (a.tidemark_version IS NULL OR a.tidemark_version < n.new_version) AND NOT ({same})", MYSQL)  # fmt: skip
+    guard = f"(a.tidemark_version IS NULL OR a.tidemark_version < n.new_version) AND NOT ({same})"
+    return render(f"UPDATE accounts AS a JOIN (SELECT {row}) AS n ON a.id = n.id SET {sets} WHERE {guard}", MYSQL)
 
 
 UPDATE = _update_one()

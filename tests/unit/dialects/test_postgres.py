@@ -58,7 +58,8 @@ def test_no_schema_history_properties(tmp_path) -> None:
 def test_upsert_updates_only_from_a_newer_version() -> None:
     sql = versioned_upsert("t", ["id", "a", "version"], "id", "version", POSTGRES)
     assert sql.startswith('INSERT INTO "t" ("id", "a", "version") VALUES (%s, %s, %s) ON CONFLICT("id") DO UPDATE SET ')
-    assert sql.endswith('"a" = "excluded"."a", "version" = "excluded"."version" WHERE "t"."version" < "excluded"."version"')
+    assert sql.endswith('"a" = "excluded"."a", "version" = "excluded"."version" '
+                        'WHERE "t"."version" < "excluded"."version"')
 
 
 def test_null_safe_equality() -> None:

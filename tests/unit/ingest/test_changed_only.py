@@ -48,8 +48,12 @@ def _pools() -> dict[tuple[str, str], dict[str, list[Any]]]:
                     variants = [v, f" {v.upper()} ", v.lower() + "x"] if isinstance(v, str) else [v]
                     pool = columns.setdefault(column, [])
                     pool += [x for x in variants if x not in pool]
-    return {(c.name, t): {column: [v for v in values if _maps(TableMapper(c, t, m), {**seen[(c.name, t)][0], column: v})]
-                          for column, values in seen[(c.name, t)][1].items()} for c, t, m in TABLES}  # fmt: skip
+    pools = {}
+    for c, t, m in TABLES:
+        mapper, (base, columns) = TableMapper(c, t, m), seen[(c.name, t)]
+        pools[(c.name, t)] = {column: [v for v in values if _maps(mapper, {**base, column: v})]
+                              for column, values in columns.items()}  # fmt: skip
+    return pools
 
 
 def _maps(mapper: TableMapper, row: dict[str, Any]) -> bool:
@@ -98,7 +102,8 @@ def _check(mapper: TableMapper, before: dict[str, Any], after: dict[str, Any]) -
     mapper.map(_record("r", None, before, mapper.table))  # saw the row: its image is carried
     evaluated: list[list[str] | None] = []
     evaluate = mapper._evaluate
-    mapper._evaluate = lambda row, fallback, only=None: evaluated.append(only) or evaluate(row, fallback, only)  # type: ignore[method-assign]
+    mapper._evaluate = (  # type: ignore[method-assign]
+        lambda row, fallback, only=None: evaluated.append(only) or evaluate(row, fallback, only))
     warm = mapper.map(update)
     assert evaluated and all(only is not None for only in evaluated), "the update was mapped in full"
     assert (warm.image, warm.fields) == expected

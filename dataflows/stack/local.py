@@ -448,50 +448,7 @@ class LocalStack:
         return _open_dead_letters(self.ops_conninfo())
 
     def status(self) -> list[ComponentStatus]:
-        s = self.settings
-        rows: list[ComponentStatus] = []
-        services = {
-            "erp": ("postgresql", s.erp_port, {"url": self.erp.url("postgres", "erp"),
-                                               "capture_url": self.erp.url(CAPTURE_ROLE, "erp")}),
-            "crm": ("mariadb", s.crm_port, {"url": self.crm.url("root", "crm"),
-                                            "capture_url": self.crm.url(CAPTURE_USER, "crm")}),
-            "kafka": ("kafka-broker", s.kafka_port, {"bootstrap": self.kafka.bootstrap, "storage": self.kafka.storage}),
-        }  # fmt: skip
-        if self.kafka.store is not None:
-            services["kafka-store"] = ("s3rver", s.broker_store_port, {"url": self.kafka.store.endpoint,
-                                                                       "data": str(self.kafka.store.root)})  # fmt: skip
-        for name, (kind, port, endpoint) in services.items():
-            record = self.table.get(name)
-            up = record is not None and is_alive(record) and port_open(s.bind_host, port)
-            rows.append(ComponentStatus(name, kind, "up" if up else "down", record.pid if record else None, endpoint))
-        try:
-            sources = sorted(self.connectors())
-        except ValueError:
-            sources = sorted(n.removeprefix("capture-") for n in self.table.names() if n.startswith("capture-"))
-        for name in self.dataflow_names():
-            record = self.table.get(name)
-            up = record is not None and is_alive(record)
-            detail = dataflow_detail(record.endpoint.get("metrics")) if up and record else {}
-            if detail:  # durable: the table, not the counters of a process that may just have started
-                detail["dead_letters"] = self.dead_letter_count()
-            detail.update(run_error(record))
-            rows.append(ComponentStatus(name, "dataflow", "up" if up else "down", record.pid if record else None,
-                                        record.endpoint if record else {}, detail))  # fmt: skip
-        for source in sources:
-            record = self.table.get(capture_process_name(source))
-            up = record is not None and is_alive(record)
-            endpoint = record.endpoint if record else {}
-            detail = read_capture_status(self.capture_state_dir(source))
-            if up and record:
-                detail.update(capture_detail(record.endpoint.get("metrics")))
-            elif detail.get("state") in ("starting", "running"):
-                detail["state"] = "dead"  # killed before it could say so: never "running"
-            if record is None:
-                detail.pop("last_error", None)  # stopped cleanly by `down`: an old run's error is not news
-            else:
-                detail.update(run_error(record))
-            rows.append(ComponentStatus(capture_process_name(source), "capture", "up" if up else "down",
-                                        record.pid if record else None, endpoint, detail))  # fmt: skip
+        rows = self._service_rows() + self._dataflow_rows() + self._capture_rows()
         restarts = RestartCounts(self.home).read()
         for row in rows:
             component = "dataflow" if row.kind == "dataflow" else row.name
@@ -504,9 +461,64 @@ class LocalStack:
                                         supervisor.pid, {"restarts": str(RestartCounts(self.home).path)}))  # fmt: skip
         prometheus = self.table.get("prometheus")
         if prometheus is not None:
-            up = is_alive(prometheus) and port_open(s.bind_host, s.prometheus_port)
+            up = is_alive(prometheus) and port_open(self.settings.bind_host, self.settings.prometheus_port)
             rows.append(ComponentStatus("prometheus", "prometheus", "up" if up else "down", prometheus.pid,
                                         prometheus.endpoint))  # fmt: skip
+        return rows
+
+    def _service_rows(self) -> list[ComponentStatus]:
+        s = self.settings
+        services = {
+            "erp": ("postgresql", s.erp_port, {"url": self.erp.url("postgres", "erp"),
+                                               "capture_url": self.erp.url(CAPTURE_ROLE, "erp")}),
+            "crm": ("mariadb", s.crm_port, {"url": self.crm.url("root", "crm"),
+                                            "capture_url": self.crm.url(CAPTURE_USER, "crm")}),
+            "kafka": ("kafka-broker", s.kafka_port, {"bootstrap": self.kafka.bootstrap, "storage": self.kafka.storage}),
+        }  # fmt: skip
+        if self.kafka.store is not None:
+            services["kafka-store"] = ("s3rver", s.broker_store_port, {"url": self.kafka.store.endpoint,
+                                                                       "data": str(self.kafka.store.root)})  # fmt: skip
+        rows = []
+        for name, (kind, port, endpoint) in services.items():
+            record = self.table.get(name)
+            up = record is not None and is_alive(record) and port_open(s.bind_host, port)
+            rows.append(ComponentStatus(name, kind, "up" if up else "down", record.pid if record else None, endpoint))
+        return rows
+
+    def _dataflow_rows(self) -> list[ComponentStatus]:
+        rows = []
+        for name in self.dataflow_names():
+            record = self.table.get(name)
+            up = record is not None and is_alive(record)
+            detail = dataflow_detail(record.endpoint.get("metrics")) if up and record else {}
+            if detail:  # durable: the table, not the counters of a process that may just have started
+                detail["dead_letters"] = self.dead_letter_count()
+            detail.update(run_error(record))
+            rows.append(ComponentStatus(name, "dataflow", "up" if up else "down", record.pid if record else None,
+                                        record.endpoint if record else {}, detail))  # fmt: skip
+        return rows
+
+    def _capture_rows(self) -> list[ComponentStatus]:
+        try:
+            sources = sorted(self.connectors())
+        except ValueError:
+            sources = sorted(n.removeprefix("capture-") for n in self.table.names() if n.startswith("capture-"))
+        rows = []
+        for source in sources:
+            record = self.table.get(capture_process_name(source))
+            up = record is not None and is_alive(record)
+            detail = read_capture_status(self.capture_state_dir(source))
+            if up and record:
+                detail.update(capture_detail(record.endpoint.get("metrics")))
+            elif detail.get("state") in ("starting", "running"):
+                detail["state"] = "dead"  # killed before it could say so: never "running"
+            if record is None:
+                detail.pop("last_error", None)  # stopped cleanly by `down`: an old run's error is not news
+            else:
+                detail.update(run_error(record))
+            rows.append(ComponentStatus(capture_process_name(source), "capture", "up" if up else "down",
+                                        record.pid if record else None, record.endpoint if record else {},
+                                        detail))  # fmt: skip
         return rows
 
 

@@ -160,8 +160,8 @@ def measure(stack: LocalStack, clock: EventClock, rate: int, seconds: float) -> 
                        _quantile(latencies, 0.99), growth, waited[0] / waited[1] if waited[1] else float("nan"))  # fmt: skip
 
 
-def run(steady: tuple[int, ...] = (500, 2000), seconds: float = 60.0, ramp: tuple[int, ...] = (250, 500, 750, 1000, 1500, 2000, 3000),
-        ramp_seconds: float = 20.0) -> LatencyResult:  # fmt: skip
+def run(steady: tuple[int, ...] = (2000,), seconds: float = 60.0, ramp: tuple[int, ...] = (500, 1000, 1500, 2000, 3000, 4000, 6000),
+        ramp_seconds: float = 20.0, warm_up_s: float = 10.0) -> LatencyResult:  # fmt: skip
     with scratch_stack("tidemark-bench-") as stack:
         with stack.erp_admin() as db, db.cursor() as cur:
             cur.executemany("INSERT INTO erp.customers (id, legal_name, tax_id, country) VALUES (%s, %s, %s, 'DE')",
@@ -169,7 +169,7 @@ def run(steady: tuple[int, ...] = (500, 2000), seconds: float = 60.0, ramp: tupl
         clock = EventClock(stack.settings.kafka_bootstrap)
         settle(stack.dataflow_metrics_url(), clock)
         # The creates are through; the warm-up below is not measured.
-        measure(stack, clock, 200, 10)
+        measure(stack, clock, 200, warm_up_s)
         steady_steps = [measure(stack, clock, rate, seconds) for rate in steady]
         ramp_steps = []
         for rate in ramp:

@@ -271,23 +271,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Every figure as a table row, or with --json as one JSON line on stdout (progress and errors on stderr).
     A failed stage is reported and the others still run; the exit code says whether any failed."""
     from dataflows.bench.report import conditions_shown_once, json_stdout, machine, run_stage, stage_names
-    from dataflows.bench.measurement import table
+    from dataflows.bench.measurement import Table
 
-    failed = []
+    failed, human = [], Table(conditions_shown_once(args.quick))
     with json_stdout() if args.json else contextlib.nullcontext(sys.stdout) as out:
         if not args.json:
             print(f"machine: {machine()}", flush=True)
         for stage in stage_names(args.what):
             print(f"bench {stage}: running{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
             try:
-                figures = run_stage(stage, args.quick)
+                for m in run_stage(stage, args.quick):  # each figure printed as soon as it is measured
+                    lines = [m.json_line()] if args.json else human.rows(m)
+                    out.write("".join(f"{line}\n" for line in lines))
+                    out.flush()
             except Exception as e:  # one stage's failure must not lose the others' figures
                 logging.getLogger("tidemark.bench").exception("bench %s failed", stage)
                 failed.append(f"{stage}: {e}")
-                continue
-            lines = [m.json_line() for m in figures] if args.json else table(figures, conditions_shown_once(args.quick))
-            out.write("".join(f"{line}\n" for line in lines))
-            out.flush()
     for problem in failed:
         print(f"bench failed: {problem}", file=sys.stderr)
     return 1 if failed else 0

@@ -14,7 +14,6 @@ processed offline by one core.
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from collections.abc import Iterable
@@ -29,7 +28,7 @@ from dataflows.io.sinks import ensure_topics
 from dataflows.memory import rss_bytes
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
-from dataflows.stack.scrape import scrape
+from dataflows.stack.scrape import last_error, scrape
 from dataflows.stack.scratch import scratch_stack
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
@@ -137,11 +136,22 @@ def sample(urls: list[str]) -> Sample | None:
     return Sample(at, int(totals["tidemark_sink_writes_total"]), drained)
 
 
-def watch(urls: list[str], timeout_s: float, quiet_s: float = 3.0) -> list[Sample]:
+def exited(stack: LocalStack) -> str | None:
+    """Why a dataflow process of the stack is no longer running (its newest error), or None while all run."""
+    for name in stack.dataflow_names():
+        if stack.table.running(name) is None:
+            return f"{name} exited: {last_error(stack.table.log_dir / f'{name}.log') or 'no error logged'}"
+    return None
+
+
+def watch(stack: LocalStack, timeout_s: float, quiet_s: float = 3.0) -> list[Sample]:
     """Samples every 0.25 s until the dataflow drained and no write was acknowledged for `quiet_s`."""
+    urls = [stack.dataflow_metrics_url(i) for i in range(len(stack.dataflow_names()))]
     samples: list[Sample] = []
     changed_at = deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if problem := exited(stack):
+            raise RuntimeError(problem)
         s = sample(urls)
         if s is not None:
             if not samples or s.acknowledged != samples[-1].acknowledged:
@@ -179,7 +189,7 @@ def dataflow_run(envelopes: list[Envelope], expected: set[str], processes: int) 
         preload(bootstrap, envelopes)
         ceiling = passthrough(bootstrap, sorted({e.topic for e in envelopes}), len(envelopes))
         stack.start_dataflow(echo=lambda _l: None)
-        samples = watch([stack.dataflow_metrics_url(i) for i in range(processes)], timeout_s=900)
+        samples = watch(stack, timeout_s=900)
         found = lifecycle_event_ids(bootstrap, expected) & expected
         rss = tuple(_rss(stack, name) for name in stack.dataflow_names())
     if len(found) != len(expected):
@@ -195,17 +205,7 @@ def _rss(stack: LocalStack, name: str) -> int:
     return rss_bytes(record.pid) if record else 0
 
 
-def run(changes: int = 100_000, customers: int = 20_000, processes: tuple[int, ...] = (1, 2), runs: int = 1) -> list[list[DataflowRun]]:
-    """For each process count, `runs` runs (alternating counts, so drift hits each alike)."""
+def workload(changes: int, customers: int) -> tuple[list[Envelope], set[str]]:
+    """The envelopes every run preloads, and the lifecycle event ids one core derives from them offline."""
     envelopes = list(generate(changes, customers))
-    expected = offline_events(envelopes)
-    by_count: dict[int, list[DataflowRun]] = {n: [] for n in processes}
-    for _ in range(runs):
-        for n in processes:
-            by_count[n].append(dataflow_run(envelopes, expected, n))
-    return list(by_count.values())
-
-
-def median_run(runs: list[DataflowRun]) -> tuple[float, float]:
-    """(changes/s, passthrough ceiling records/s), medians over the runs."""
-    return statistics.median(r.changes_per_s for r in runs), statistics.median(r.passthrough_per_s for r in runs)
+    return envelopes, offline_events(envelopes)

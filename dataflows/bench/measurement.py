@@ -13,7 +13,7 @@ import json
 import math
 import os
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,18 +100,21 @@ def _number(x: float | None) -> str:
     return f"{x:,.2f}" if abs(x) >= 1 else f"{x:.3g}"
 
 
-def table(measurements: Iterable[Measurement], shown: Mapping[str, Any] | None = None) -> list[str]:
-    """Rows of the human table; a row's conditions follow it when they differ from the row before
-    (leaving out those in `shown`, e.g. the machine, printed once above the table)."""
-    lines: list[str] = []
-    previous: dict[str, Any] | None = None
-    for m in measurements:
-        lines.append(m.table_row())
-        own = {k: v for k, v in m.conditions.items() if shown is None or shown.get(k) != v}
-        if own != previous:
+class Table:
+    """The human table, a row per figure as it comes; a row's conditions follow it when they differ from
+    the row before (leaving out those in `shown`, e.g. the machine, printed once above the table)."""
+
+    def __init__(self, shown: Mapping[str, Any] | None = None) -> None:
+        self.shown = dict(shown or {})
+        self.previous: dict[str, Any] | None = None
+
+    def rows(self, m: Measurement) -> list[str]:
+        lines = [m.table_row()]
+        own = {k: v for k, v in m.conditions.items() if self.shown.get(k, object()) != v}
+        if own != self.previous:
             lines.append("          conditions: " + ", ".join(f"{k}={v}" for k, v in own.items()))
-            previous = own
-    return lines
+            self.previous = own
+        return lines
 
 
 def machine_conditions(quick: bool) -> dict[str, Any]:

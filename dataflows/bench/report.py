@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,23 +39,21 @@ def core(quick: bool) -> list[Measurement]:
             m("keyed step, per change", r.keyed_us, "us/change", ceiling_us)]  # fmt: skip
 
 
-def dataflow(quick: bool) -> list[Measurement]:
+def dataflow(quick: bool) -> Iterator[Measurement]:
     import confluent_kafka
 
-    from dataflows.bench.dataflow_bench import median_run, run
+    from dataflows.bench.dataflow_bench import dataflow_run, workload
 
     changes, customers = (8_000, 2_000) if quick else (100_000, 20_000)
-    out = []
-    for runs in run(changes=changes, customers=customers):
-        rate, ceiling = median_run(runs)
-        cond = {"processes": runs[0].processes, "changes": changes, "customers": customers, **BROKER,
-                "outputs_acknowledged": runs[0].outputs, "lifecycle_events": runs[0].events,
-                "rss_bytes": list(runs[0].rss_bytes),
+    envelopes, expected = workload(changes, customers)
+    for processes in (1, 2):
+        r = dataflow_run(envelopes, expected, processes)
+        cond = {"processes": processes, "changes": changes, "customers": customers, **BROKER,
+                "outputs_acknowledged": r.outputs, "lifecycle_events": r.events, "rss_bytes": list(r.rss_bytes),
                 "ceiling": f"confluent-kafka {confluent_kafka.version()[0]} consume-and-produce passthrough, "
-                           "idempotent, acks=all, same broker"}  # fmt: skip
-        what = "capture topics to every output acknowledged"
-        out.append(Measurement("dataflow", what, rate, "changes/s", ceiling, len(runs), cond))
-    return out
+                           "idempotent, acks=all, same broker, just before"}  # fmt: skip
+        yield Measurement("dataflow", "capture topics to every output acknowledged", r.changes_per_s, "changes/s",
+                          r.passthrough_per_s, 1, cond)  # fmt: skip
 
 
 def capture(quick: bool) -> list[Measurement]:
@@ -92,8 +90,8 @@ def latency(quick: bool) -> list[Measurement]:
 def memory(quick: bool) -> list[Measurement]:
     from dataflows.bench.memory_bench import run
 
-    r = run((5_000, 20_000) if quick else (100_000, 1_000_000), stack_customers=(2_000,) if quick else None,
-            capture=not quick)  # fmt: skip
+    r = run((2_000, 10_000) if quick else (100_000, 1_000_000), stack_customers=(1_000,) if quick else None,
+            capture=not quick, runs=2 if quick else 3)  # fmt: skip
     out = []
     for c in r.core:
         cond = {"customers": c.customers, "changes": 2 * c.customers, "processes": 1,
@@ -149,14 +147,15 @@ def profile(quick: bool) -> list[Measurement]:
             for m, t in by_module.most_common(12)]  # fmt: skip
 
 
-RUNNERS: dict[str, Callable[[bool], list[Measurement]]] = {
+RUNNERS: dict[str, Callable[[bool], Iterable[Measurement]]] = {
     "core": core, "dataflow": dataflow, "capture": capture, "latency": latency, "memory": memory, "profile": profile}  # fmt: skip
 
 
-def run_stage(stage: str, quick: bool) -> list[Measurement]:
-    """A stage's figures, each with the machine's conditions beside its own."""
+def run_stage(stage: str, quick: bool) -> Iterator[Measurement]:
+    """A stage's figures as they are measured, each with the machine's conditions beside its own."""
     machine_ = machine_conditions(quick)
-    return [replace(m, conditions={**machine_, **m.conditions}) for m in RUNNERS[stage](quick)]
+    for m in RUNNERS[stage](quick):
+        yield replace(m, conditions={**machine_, **m.conditions})
 
 
 @contextmanager

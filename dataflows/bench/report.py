@@ -28,7 +28,7 @@ def machine() -> str:
 def core(quick: bool) -> list[Measurement]:
     from dataflows.bench.core_bench import BATCH, run
 
-    r = run(changes=10_000 if quick else 200_000, customers=1_000 if quick else 20_000, runs=3 if quick else 5)
+    r = run(changes=6_000 if quick else 200_000, customers=600 if quick else 20_000, runs=3 if quick else 5)
     cond = {"changes": r.changes, "customers": r.customers, "batch": BATCH,
             "ceiling": "orjson decode + dict update of the same envelopes"}  # fmt: skip
     ceiling_us = 1e6 / r.ceiling_per_s

@@ -4,6 +4,7 @@ each beside its same-run ceiling where the stage has one, rendered as the human 
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -78,7 +79,8 @@ def latency(quick: bool) -> list[Measurement]:
         msg = f"no lifecycle events arrived at {s.target_per_s}/s"
         raise RuntimeError(msg)
     cond = {**base, "target_per_s": s.target_per_s, "achieved_per_s": round(s.achieved_per_s), "seconds": seconds,
-            "events": s.events, "lag_growth_s": round(s.growth_s, 3), "reorder_wait_s": round(s.reorder_wait_s, 3)}  # fmt: skip
+            "events": s.events, "lag_growth_s": round(s.growth_s, 3),
+            "reorder_wait_s": None if math.isnan(s.reorder_wait_s) else round(s.reorder_wait_s, 3)}  # fmt: skip
     out = [Measurement("latency", f"p{q} at {s.target_per_s:,} changes/s", v, "s", None, 1, cond)
            for q, v in ((50, s.p50_s), (95, s.p95_s), (99, s.p99_s))]  # fmt: skip
     steps = {f"{x.target_per_s}/s": "ok" if x.sustained else f"not sustained (lag growth {x.growth_s:+.1f} s)" for x in r.ramp}

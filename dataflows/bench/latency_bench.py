@@ -113,6 +113,14 @@ class EventClock:
                         committed = datetime.fromisoformat(e["occurred_at"]).timestamp()
                         self.seen[e["event_id"]] = (committed, m.timestamp / 1000 - committed)
 
+    def wait_for(self, start: float, end: float, count: int, quiet_s: float = 30.0) -> None:
+        """Until `count` events committed in [start, end) arrived, or none came for `quiet_s`."""
+        seen, last_new = len(self.between(start, end)), time.monotonic()
+        while seen < count and time.monotonic() - last_new < quiet_s:
+            self.poll(1.0)
+            if (now_seen := len(self.between(start, end))) > seen:
+                seen, last_new = now_seen, time.monotonic()
+
     def between(self, start: float, end: float) -> list[tuple[float, float]]:
         return sorted(v for v in self.seen.values() if start <= v[0] < end)
 
@@ -147,6 +155,8 @@ def measure(stack: LocalStack, clock: EventClock, rate: int, seconds: float) -> 
     writer.start()
     while writer.is_alive():
         clock.poll(1.0)
+    # The capture may still be behind (the dataflow alone looks drained then): wait for the step's events.
+    clock.wait_for(start, start + seconds + 1, writer.done)
     settle(url, clock)
     waited = [a - b for a, b in zip(_reorder_wait(url), waited_before, strict=True)]
     samples = clock.between(start, start + seconds + 1)

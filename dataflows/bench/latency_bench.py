@@ -187,4 +187,5 @@ def run(steady: tuple[int, ...] = (2000,), seconds: float = 60.0, ramp: tuple[in
             ramp_steps.append(step)
             if not step.sustained:
                 break
+        clock.consumer.close()  # before the broker stops, or it logs a reconnect storm
     return LatencyResult(steady_steps, ramp_steps)

@@ -23,6 +23,9 @@ from dataflows.core.policy import build_policy
 from dataflows.settings import Settings
 
 BATCH = 1000
+# Process CPU time, not wall time: every pass here is one CPU-bound thread, and on a shared machine
+# the wall clock also counts the other tenants' turns.
+CLOCK = "process CPU time"
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,12 @@ class CoreResult:
 
 def ceiling(envelopes: list[Envelope]) -> float:
     state: dict[tuple[str, Any], Any] = {}
-    start = time.perf_counter()
+    start = time.process_time()
     for e in envelopes:
         doc = orjson.loads(e.value)
         row = doc["after"] or doc["before"]
         state[(e.topic, row["id"])] = row
-    return len(envelopes) / (time.perf_counter() - start)
+    return len(envelopes) / (time.process_time() - start)
 
 
 def timed_pass(envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] | None = None) -> tuple[PassTiming, ConsistencyCore]:
@@ -68,18 +71,18 @@ def timed_pass(envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] 
     now = time.time()
     ingest_s = keyed_s = 0.0
     for i in range(0, len(envelopes), BATCH):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         batch = [mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect))  # type: ignore[arg-type]
                  for e in envelopes[i : i + BATCH]]  # fmt: skip
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         out = core.submit_batch(batch, now)
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         ingest_s, keyed_s = ingest_s + t1 - t0, keyed_s + t2 - t1
         if outputs is not None:
             outputs(out)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     out = core.flush(now)
-    keyed_s += time.perf_counter() - t0
+    keyed_s += time.process_time() - t0
     if outputs is not None:
         outputs(out)
     return PassTiming(len(envelopes), ingest_s, keyed_s), core

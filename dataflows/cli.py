@@ -20,6 +20,7 @@ from dataflows.config.connectors import (
     load_connector,
 )
 from dataflows.config.secrets import SecretError
+from dataflows.io.kafka_client import KafkaConfigError
 from dataflows.settings import Settings
 from dataflows.stack.local import LocalStack
 
@@ -114,6 +115,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         state_dir=state_dir,
         log_dir=stack.table.log_dir,
         bootstrap=stack.settings.kafka_bootstrap,
+        kafka_properties=stack.settings.kafka_properties,
         partitions=config.partitions or stack.settings.topic_partitions,
         metrics_port=stack.capture_metrics_port(config.name),
         metrics_host=stack.settings.metrics_host,
@@ -142,7 +144,7 @@ def cmd_sources_list(_args: argparse.Namespace) -> int:
         except ConnectorConfigError as e:
             print(f"{path.stem:<10} INVALID ({len(e.problems)} problems: tidemark sources validate)")
             continue
-        print(f"{c.name:<10} {c.dialect:<9} system={c.system:<6} tables={','.join(c.tables)}")
+        print(f"{c.name:<10} {c.dialect.name:<9} system={c.system:<6} tables={','.join(c.tables)}")
     return 0
 
 
@@ -262,7 +264,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"would replay {len(records)} dead letter(s)")
         return 0
-    sent = replay(stack.settings.kafka_bootstrap, stack.ops_conninfo(), records)
+    sent = replay(stack.settings.kafka_bootstrap, stack.ops_conninfo(), records, stack.settings.kafka_properties)
     print(f"replayed {sent} dead letter(s) into their capture topics")
     return 0
 
@@ -426,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConnectorConfigError as e:
         print(f"invalid connector configuration:\n{e}", file=sys.stderr)
+        return 2
+    except KafkaConfigError as e:  # a property librdkafka refused (TIDEMARK_KAFKA_PROPERTIES)
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
 

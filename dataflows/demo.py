@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from dataflows.bench.workload import vat_de
+from dataflows.io.kafka_client import build, client_config
 from dataflows.outputs import CUSTOMERS_TOPIC, DLQ_TOPIC, GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
 from dataflows.settings import Settings
 from dataflows.stack.local import LocalStack
@@ -50,24 +52,37 @@ def scenario(tag: str) -> list[Step]:
     ]  # fmt: skip
 
 
-def _tail(bootstrap: str, stop: threading.Event, done: threading.Event, echo: Callable[[str], None]) -> None:
-    since_ms = int(time.time() * 1000)
-    # Topics appear as the demo creates them: read new ones from the start, skip older records by time.
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-        consumer_timeout_ms=200, fetch_max_wait_ms=100, metadata_max_age_ms=1000,
-    )  # fmt: skip
-    consumer.subscribe(pattern=r"^(erp|crm)\..*|^tidemark\..*")
+SHOWN_TOPICS = re.compile(r"^(erp|crm)\..*|^tidemark\..*")
+
+
+def _assign_new(consumer: Consumer, assigned: set[tuple[str, int]]) -> None:
+    """Topics appear as the demo creates them: read each new partition from its start."""
+    try:
+        listed = consumer.list_topics(timeout=5).topics
+    except KafkaException:
+        return
+    new = {(t, p) for t, m in listed.items() if SHOWN_TOPICS.match(t) and m.error is None for p in m.partitions}
+    new -= assigned
+    if new:
+        consumer.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in sorted(new)])
+        assigned |= new
+
+
+def _tail(settings: Settings, stop: threading.Event, done: threading.Event, echo: Callable[[str], None]) -> None:
+    since_ms = int(time.time() * 1000)  # older records are skipped by their time
+    consumer = build(Consumer, client_config(settings.kafka_bootstrap, settings.kafka_properties,
+                                             group_id="tidemark-demo", fetch_wait_max_ms=100))  # fmt: skip
+    assigned: set[tuple[str, int]] = set()
     while not stop.is_set():
-        for message in consumer:
-            if message.timestamp >= since_ms:
-                line = describe(message.topic, message.value)
-                if line:
-                    echo(line)
-                if b"CreditHoldReleased" in (message.value or b"") and message.topic == LIFECYCLE_TOPIC:
-                    done.set()
-            if stop.is_set():
-                break
+        _assign_new(consumer, assigned)
+        for message in consumer.consume(1000, timeout=0.2):
+            if message.error() is not None or message.timestamp()[1] < since_ms:
+                continue
+            line = describe(message.topic(), message.value())
+            if line:
+                echo(line)
+            if b"CreditHoldReleased" in (message.value() or b"") and message.topic() == LIFECYCLE_TOPIC:
+                done.set()
     consumer.close()
 
 
@@ -101,10 +116,10 @@ def describe(topic: str, value: bytes | None) -> str | None:
 def run_demo(settings: Settings, pause_s: float, echo: Callable[[str], None] = print) -> int:
     stack = LocalStack(settings)
     stop, done = threading.Event(), threading.Event()
-    tail = threading.Thread(target=_tail, args=(settings.kafka_bootstrap, stop, done, echo), daemon=True)
+    tail = threading.Thread(target=_tail, args=(settings, stop, done, echo), daemon=True)
     tail.start()
     time.sleep(2.0)  # let the consumer join before the first change
-    if not _wait_streaming(settings.kafka_bootstrap, _heartbeat_topics(stack), timeout_s=120.0):
+    if not _wait_streaming(settings, _heartbeat_topics(stack), timeout_s=120.0):
         echo("(the captures have not started streaming within 120 s: see `tidemark status`)")
     tag = time.strftime("%H%M%S")
     erp = stack.erp_admin()
@@ -138,20 +153,18 @@ def _heartbeat_topics(stack: LocalStack) -> list[str]:
     return [c.heartbeat_topic for c in stack.connectors().values() if c.heartbeat_topic]
 
 
-def _wait_streaming(bootstrap: str, topics: list[str], timeout_s: float) -> bool:
+def _wait_streaming(settings: Settings, topics: list[str], timeout_s: float) -> bool:
     """True once every capture sent a heartbeat: its first snapshot is done and it streams, so the story's
     changes arrive one by one (inserts, updates), not folded into a snapshot of how they ended."""
-    from kafka.errors import KafkaError
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = build(Consumer, client_config(settings.kafka_bootstrap, settings.kafka_properties,
+                                             group_id="tidemark-demo"))  # fmt: skip
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
             try:
-                parts = [TopicPartition(t, 0) for t in topics]
-                if all(n > 0 for n in consumer.end_offsets(parts).values()):
+                if all(consumer.get_watermark_offsets(TopicPartition(t, 0), timeout=5)[1] > 0 for t in topics):
                     return True
-            except KafkaError:
+            except KafkaException:
                 pass  # a topic not created yet
             time.sleep(0.5)
         return False

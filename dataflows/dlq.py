@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from kafka import KafkaProducer
+from confluent_kafka import Producer
 from psycopg.rows import dict_row
+
+from dataflows.io.kafka_client import Outgoing, build, deliver, producer_config
 
 from dataflows.targets.dead_letters import STATES, TABLE, ensure_table
 
@@ -97,28 +100,25 @@ def counts(conninfo: str) -> dict[str, int]:
     return {state: int(found.get(state, 0)) for state in STATES}
 
 
-def replay(bootstrap: str, conninfo: str, records: list[dict[str, Any]]) -> int:
+def replay(bootstrap: str, conninfo: str, records: list[dict[str, Any]],
+           properties: Mapping[str, str] | None = None) -> int:  # fmt: skip
     """Mark the rows replayed and re-inject their original records; returns how many were sent.
     The mark and the sends commit together: marked first, so a failure of the replayed record (which
     waits for this transaction) re-opens the row rather than being overwritten by the mark."""
     records = [r for r in records if r["topic"] and r["state"] in ("open", "replayed")]
     if not records:
         return 0
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    try:
-        with psycopg.connect(conninfo, connect_timeout=10) as conn, conn.transaction():
-            ids = [r["dead_letter_id"] for r in records]
-            conn.execute(f"UPDATE {TABLE} SET state = 'replayed', replayed_at = now(), state_changed_at = now() "  # noqa: S608
-                         "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,))  # fmt: skip
-            rows = conn.execute(f"SELECT dead_letter_id, topic, record_key, record_value FROM {TABLE} "  # noqa: S608
-                                "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,)).fetchall()  # fmt: skip
-            futures = [producer.send(topic, key=key, value=value, headers=[("tidemark-replay-of", str(i).encode())])
-                       for i, topic, key, value in rows]  # fmt: skip
-            producer.flush(timeout=60)
-            failed = [f for f in futures if not f.succeeded()]
-            if failed:
-                msg = f"{len(failed)} of {len(futures)} replays not acknowledged: {failed[0].exception}"
-                raise RuntimeError(msg)  # rolls the marks back
-        return len(futures)
-    finally:
-        producer.close(timeout=10)
+    producer = build(Producer, producer_config(bootstrap, properties, client_id="tidemark-dlq-replay",
+                                               delivery_timeout_s=60))  # fmt: skip
+    with psycopg.connect(conninfo, connect_timeout=10) as conn, conn.transaction():
+        ids = [r["dead_letter_id"] for r in records]
+        conn.execute(f"UPDATE {TABLE} SET state = 'replayed', replayed_at = now(), state_changed_at = now() "  # noqa: S608
+                     "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,))  # fmt: skip
+        rows = conn.execute(f"SELECT dead_letter_id, topic, record_key, record_value FROM {TABLE} "  # noqa: S608
+                            "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,)).fetchall()  # fmt: skip
+        delivery = deliver(producer, [Outgoing(topic, key, value, headers=(("tidemark-replay-of", str(i).encode()),))
+                                      for i, topic, key, value in rows], 70)  # fmt: skip
+        if delivery.failed:
+            msg = f"{delivery.failed} of {len(rows)} replays not acknowledged: {delivery.first_error}"
+            raise RuntimeError(msg)  # rolls the marks back
+    return delivery.sent

@@ -24,7 +24,7 @@ from bytewax.run import cli_main
 
 from dataflows import metrics
 from dataflows.capture.resnapshot import request_resnapshot
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 from dataflows.config.connectors import capture_topics
 from dataflows.flows.consistency import FlowConfig, build_flow
 from dataflows.io.sinks import ensure_topics
@@ -49,6 +49,7 @@ def flow_config(stack: LocalStack) -> FlowConfig:
         crm=stack.crm_writeback_params(),
         max_record_bytes=s.max_record_bytes,
         on_reset=resnapshot_policy(stack) if s.reset_policy == "resnapshot" else None,
+        kafka_properties=s.kafka_properties,
     )
 
 
@@ -97,7 +98,7 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> 
     config = flow_config(stack)
     # Capture topics too: a partition that exists from the start is read from the start, so its first
     # change is not delayed (and made late) by waiting for the topic to appear.
-    ensure_topics(s.kafka_bootstrap, stack.all_topics())
+    ensure_topics(s.kafka_bootstrap, stack.all_topics(), s.kafka_properties)
     flow = build_flow(config)
     # The core holds millions of small objects: the default cyclic-GC thresholds rescan them constantly
     # (about 20% of core time in `tidemark bench core`).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,8 @@ def project_root() -> Path:
 class Settings(BaseSettings):
     """Where the local stack lives and which loopback ports it uses."""
 
-    model_config = SettingsConfigDict(env_prefix="TIDEMARK_", extra="ignore")
+    # Inputs never in error messages: a misplaced secret must not reach a log through a refusal.
+    model_config = SettingsConfigDict(env_prefix="TIDEMARK_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(Path(".tidemark"), description="State directory: data, logs, pid files, offsets.")
     connectors_dir: Path = Field(
@@ -28,6 +29,13 @@ class Settings(BaseSettings):
     erp_host: str | None = Field(None, description="ERP database host to connect to (default: bind_host).")
     crm_host: str | None = Field(None, description="CRM database host to connect to (default: bind_host).")
     kafka_bootstrap_servers: str | None = Field(None, description="Kafka bootstrap servers (default: local broker).")
+    kafka_properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Kafka client properties in librdkafka's names, as a JSON object (TLS, SASL, tuning), "
+        'e.g. {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "tidemark", '
+        '"sasl.password": "${env:KAFKA_PASSWORD}"}. Secrets only as ${env:NAME} or ${file:PATH:KEY} references; '
+        "properties that carry the delivery guarantees (acks, idempotence, offsets) are refused.",
+    )
     prometheus_port: int = Field(19090, description="Port of the local Prometheus server `up` starts.")
     erp_port: int = Field(15432, description="Port of the local ERP PostgreSQL cluster.")
     crm_port: int = Field(13306, description="Port of the local CRM MariaDB instance.")
@@ -61,6 +69,18 @@ class Settings(BaseSettings):
         "logged and counted): 'resnapshot' asks every capture of that source for a new snapshot and treats rows "
         "absent from it as deleted; 'reread' only reads the partition again from its start.",
     )
+
+    @field_validator("kafka_properties", mode="before")
+    @classmethod
+    def _as_text_without_owned_or_literal_secrets(cls, value: object) -> object:
+        """JSON numbers and booleans as librdkafka's text; guarantee-bearing names and literal secrets refused."""
+        from dataflows.io.kafka_client import check_properties  # imports librdkafka: only when given
+
+        if not isinstance(value, dict) or not value:
+            return value
+        text = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        check_properties(text)
+        return text
 
     @property
     def kafka_bootstrap(self) -> str:

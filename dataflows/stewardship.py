@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,15 +57,17 @@ def parse_command(value: bytes | None, origin: Any = None) -> StewardCommand:
 
 
 # -- the CLI: `tidemark identity explain|split|join` ------------------------------------------------
-def send_command(bootstrap: str, key: bytes, value: bytes) -> None:
+def send_command(bootstrap: str, key: bytes, value: bytes, properties: Mapping[str, str] | None = None) -> None:
     """Append a command to the stewardship topic, acknowledged by every in-sync replica."""
-    from kafka import KafkaProducer
+    from confluent_kafka import Producer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    try:
-        producer.send(STEWARDSHIP_TOPIC, key=key, value=value).get(timeout=30)
-    finally:
-        producer.close()
+    from dataflows.io.kafka_client import Outgoing, build, deliver, producer_config
+
+    config = producer_config(bootstrap, properties, client_id="tidemark-steward", delivery_timeout_s=30)
+    delivery = deliver(build(Producer, config), [Outgoing(STEWARDSHIP_TOPIC, key, value)], 35)
+    if delivery.failed:
+        msg = f"the stewardship command was not acknowledged by Kafka: {delivery.first_error}"
+        raise RuntimeError(msg)
 
 
 def explain(conninfo: str, customer_id: str) -> dict[str, Any] | None:
@@ -124,7 +127,8 @@ def cmd_command(args: Any) -> int:
     else:
         key, value = command_record("join", [args.a, args.b], customer_id=None, requested_by=args.by,
                                     reason=args.reason)  # fmt: skip
-    send_command(_settings().kafka_bootstrap, key, value)
+    settings = _settings()
+    send_command(settings.kafka_bootstrap, key, value, settings.kafka_properties)
     print(f"{args.identity_command} recorded on {STEWARDSHIP_TOPIC} (command {orjson.loads(value)['command_id']}); "
           "the dataflow applies it in order")
     return 0

@@ -17,9 +17,9 @@ import orjson
 from dataflows.bench.workload import Envelope, generate
 from dataflows.config.connectors import load_connectors
 from dataflows.core.core import ConsistencyCore, CoreOutput
-from dataflows.core.decode import decode
-from dataflows.core.mapping import SourceMapper
-from dataflows.core.policy import build_policy
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import SourceMapper
+from dataflows.config.policy import build_policy
 from dataflows.settings import Settings
 
 BATCH = 1000

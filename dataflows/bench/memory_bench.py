@@ -160,9 +160,9 @@ class FlowCore:
 
 def _core_state_child(customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     from dataflows.config.connectors import load_connectors
-    from dataflows.core.decode import decode
-    from dataflows.core.mapping import SourceMapper
-    from dataflows.core.policy import build_policy
+    from dataflows.config.policy import build_policy
+    from dataflows.ingest.decode import decode
+    from dataflows.ingest.mapping import SourceMapper
     from dataflows.settings import Settings
 
     connectors = load_connectors(Settings().connectors_dir)

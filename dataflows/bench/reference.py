@@ -14,9 +14,9 @@ import orjson
 from dataflows.bench.topics import Message
 from dataflows.config.connectors import ConnectorConfig, load_connectors
 from dataflows.core.core import ConsistencyCore
-from dataflows.core.decode import decode
-from dataflows.core.mapping import SourceMapper
-from dataflows.core.policy import build_policy
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import SourceMapper
+from dataflows.config.policy import build_policy
 from dataflows.core.reorder import order_key
 from dataflows.stack.local import LocalStack
 

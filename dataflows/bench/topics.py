@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from dataflows.io.kafka_client import build, client_config
 
 
 @dataclass(frozen=True)
@@ -37,37 +39,34 @@ class TopicReader:
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         self.topics = topics
         self.messages: list[Message] = []
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-            fetch_max_wait_ms=50, metadata_max_age_ms=500,
-        )  # fmt: skip
-        self._assigned: set[TopicPartition] = set()
+        self._consumer = build(Consumer, client_config(bootstrap, None, group_id="tidemark-reader",
+                                                       enable_auto_commit=False, fetch_wait_max_ms=50))  # fmt: skip
+        self._assigned: set[tuple[str, int]] = set()
 
     def _assign_new_partitions(self) -> None:
-        partitions = set()
-        for topic in self.topics:
-            for p in self._consumer.partitions_for_topic(topic) or ():
-                partitions.add(TopicPartition(topic, p))
-        if partitions - self._assigned:
-            new = partitions - self._assigned
-            self._assigned |= partitions
-            self._consumer.assign(sorted(self._assigned))
-            self._consumer.seek_to_beginning(*new)
+        try:
+            listed = self._consumer.list_topics(timeout=5).topics
+        except KafkaException:
+            return  # the broker is away (a chaos fault): read on once it is back
+        partitions = {(t, p) for t in self.topics if (m := listed.get(t)) is not None and m.error is None
+                      for p in m.partitions}  # fmt: skip
+        new = partitions - self._assigned
+        if new:
+            self._consumer.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in sorted(new)])
+            self._assigned |= new
 
     def poll(self) -> list[Message]:
         self._assign_new_partitions()
         if not self._assigned:
-            self._consumer.poll(timeout_ms=100)  # refreshes metadata
+            time.sleep(0.1)
             return []
         batch = []
-        for records in self._consumer.poll(timeout_ms=200, max_records=10000).values():
-            for r in records:
-                batch.append(Message(
-                    r.topic, r.partition, r.offset,
-                    _key(r.key),
-                    orjson.loads(r.value) if r.value is not None else None,
-                    list(r.headers or []),
-                ))  # fmt: skip
+        for r in self._consumer.consume(10000, timeout=0.2):
+            if r.error() is not None:
+                continue  # librdkafka reconnects and refetches by itself
+            value = r.value()
+            batch.append(Message(r.topic(), r.partition(), r.offset(), _key(r.key()),
+                                 orjson.loads(value) if value is not None else None, list(r.headers() or [])))  # fmt: skip
         self.messages.extend(batch)
         return batch
 

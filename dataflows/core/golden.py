@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dataflows.core.mapping import CanonicalChange
+from dataflows.core.change import CanonicalChange
 from dataflows.core.ownership import FieldVersion, decide, is_newer
 from dataflows.core.policy import Policy
 from schemas.v1.entities import LifecycleStatus

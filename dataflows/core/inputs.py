@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from dataflows.core.mapping import CanonicalChange
+from dataflows.core.change import CanonicalChange
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,14 @@
 """Governance policy of the consistency core: reorder bounds, identity rules, field ownership, plans.
 
-Owners come from the connector files (`owns:`); everything else has defaults that follow the design and
-can be overridden by a YAML file (TIDEMARK_POLICY_FILE) validated by the same model.
+The models and their pure logic only: dataflows.config.policy builds a Policy from the connector files
+(owners from `owns:`) and the optional policy YAML file (TIDEMARK_POLICY_FILE).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from dataflows.config.connectors import ConnectorConfig
-from dataflows.config.yaml_lines import load_yaml
 
 Mode = Literal["advisory", "reject", "fill_if_empty"]
 Normalizer = Literal["exact", "casefold", "alnum", "company_name", "domain", "tax_id"]
@@ -110,18 +105,3 @@ class Policy(_Strict):
     def mode(self, field: str) -> Mode:
         policy = self.fields.get(field)
         return policy.mode if policy else "advisory"
-
-
-def build_policy(connectors: Iterable[ConnectorConfig], policy_file: Path | None = None) -> Policy:
-    """Defaults, overridden by `policy_file`, with owners taken from the connector files."""
-    data = load_yaml(policy_file).data if policy_file else {}
-    configs = list(connectors)
-    owners: dict[str, list[str]] = {}
-    for config in configs:
-        for field in config.owns:
-            owners.setdefault(field, [])
-            if config.system not in owners[field]:
-                owners[field].append(config.system)
-    via = sorted({(c.name, m.customer.via) for c in configs for m in c.tables.values() if m.customer.via})
-    return Policy.model_validate({**(data or {}), "owners": {f: sorted(s) for f, s in owners.items()},
-                                  "via_tables": via})  # fmt: skip

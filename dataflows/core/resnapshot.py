@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dataflows.core.mapping import CanonicalChange, stable_id
+from dataflows.core.change import CanonicalChange, stable_id
 from dataflows.core.reorder import OrderKey, order_key
 
 Row = tuple[str, str, str]  # (source, table, row key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -26,8 +26,9 @@ from dataflows import metrics
 from dataflows.config.connectors import ConnectorConfig, capture_topics
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.inputs import CoreInput, Heartbeat, SourceSilent, StreamIdle, StreamReady
-from dataflows.core.decode import DecodeError, decode, heartbeat_time
-from dataflows.core.mapping import CanonicalChange, MappingError, SourceMapper
+from dataflows.ingest.decode import DecodeError, decode, heartbeat_time
+from dataflows.core.change import CanonicalChange
+from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.core.policy import Policy
 from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionReady, RawRecord, Signal
 from dataflows.io.sinks import KafkaOutputSink, WriterSink
@@ -50,6 +51,7 @@ class FlowConfig:
     crm: dict[str, Any]  # host, port, user, password, database
     max_record_bytes: int = 1024 * 1024
     on_reset: Callable[[str, int, str], None] | None = None  # the reset policy (see io/kafka_source.py)
+    kafka_properties: dict[str, str] = field(default_factory=dict)  # librdkafka properties (io/kafka_client.py)
 
 
 class Decoder:
@@ -209,7 +211,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     idle_s = config.policy.reorder.idle_timeout_ms / 1000
     inputs = {**topics, STEWARDSHIP_TOPIC: 1}
     raw = op.input("capture", flow, CaptureSource(config.bootstrap, inputs, config.group, idle_s=idle_s,
-                                                     on_reset=config.on_reset))
+                                                     on_reset=config.on_reset, properties=config.kafka_properties))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))
     branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
     keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
@@ -220,7 +222,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     results = op.stateful_batch("core", keyed, lambda resume: CoreLogic(policy, streams, resume))
     routed = op.map("unkey", results, lambda kv: kv[1])
     kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)
-    op.output("kafka", kafka_out, KafkaOutputSink(config.bootstrap, config.partitions))
+    op.output("kafka", kafka_out, KafkaOutputSink(config.bootstrap, config.partitions, config.kafka_properties))
     op.output("dead_letters", op.filter_map("to_dead_letters", kafka_out, dead_letter_row),
               WriterSink("dead_letters", lambda: DeadLetterWriter(config.ops_conninfo)))  # fmt: skip
     op.output("customer_360", op.filter_map("to_c360", routed, _target("customer_360")),

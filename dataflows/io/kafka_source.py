@@ -1,4 +1,4 @@
-"""Bytewax source over the capture topics, on kafka-python.
+"""Bytewax source over the capture topics, on confluent-kafka (librdkafka).
 
 One Bytewax partition per Kafka partition of the topics the connector files declare. The next offset
 is kept in Bytewax snapshots (a resumed flow starts exactly after the last snapshot) and committed to a
@@ -17,18 +17,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, OffsetOutOfRangeError
-from kafka.structs import OffsetAndMetadata
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicCollection,
+                             TopicPartition)  # fmt: skip
+from confluent_kafka.admin import AdminClient
 
 from dataflows import metrics
+from dataflows.io.kafka_client import build, client_config, topic_id_text
 
 log = logging.getLogger(__name__)
+# Measured against the durable local broker (README, "Kafka clients"): only a smaller prefetch cap read as
+# fast as librdkafka's defaults; queued.min.messages=20000 with fetch.wait.max.ms=100 read 4-13k records/s
+# against 12-66k (likely the 1 s fetch.queue.backoff.ms once the queue threshold is hit), and a shorter
+# fetch wait made the broker list its store more often. The cap bounds memory: 16 MB prefetched per
+# partition (one consumer each) instead of 64.
+CONSUMER_TUNING = {"queued.max.messages.kbytes": 16 * 1024, "socket.connection.setup.timeout.ms": 10_000,
+                   "reconnect.backoff.max.ms": 2000}  # fmt: skip
+POLL_PAUSE_S = 0.02  # a partition with nothing queued is asked again after this (librdkafka fetches meanwhile)
+OUT_OF_RANGE = (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE)  # noqa: SLF001 - librdkafka's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +79,56 @@ State = tuple[int | None, str | None] | int | None
 ResetHandler = Callable[[str, int, str], None]  # (topic, partition, reason)
 
 
-def _topic_id(consumer: KafkaConsumer, topic: str) -> str | None:
-    """The topic's id from the consumer's metadata (Kafka 2.8+ and Tansu send one; None otherwise)."""
-    topic_id = consumer._client.cluster.topic_id(topic)  # noqa: SLF001 - kafka-python exposes it only here
-    return str(topic_id) if topic_id is not None and topic_id.int else None
+class TopicIds:
+    """Topic ids from the broker (Kafka 2.8+ and Tansu send one), shared by a process's readers: `current`
+    never blocks the worker (a refresh runs in the background at most every `max_age_s`), `fetch` waits."""
+
+    def __init__(self, config: dict[str, object], max_age_s: float = 5.0) -> None:
+        self.config, self.max_age_s = config, max_age_s
+        self._admin: AdminClient | None = None
+        self._known: dict[str, tuple[str | None, float]] = {}  # topic -> (id, monotonic time learned)
+        self._pending: dict[str, object] = {}  # topic -> future of a describe request
+
+    def _describe(self, topic: str) -> object:
+        if self._admin is None:
+            self._admin = build(AdminClient, self.config)
+        return self._admin.describe_topics(TopicCollection([topic]), request_timeout=10)[topic]
+
+    def _learn(self, topic: str, future: object) -> None:
+        try:
+            self._known[topic] = (topic_id_text(future.result().topic_id), time.monotonic())  # type: ignore[attr-defined]
+        except KafkaException:  # broker away or topic gone: the last id stays, asked again later
+            self._known[topic] = (self._known.get(topic, (None, 0.0))[0], time.monotonic())
+
+    def current(self, topic: str) -> str | None:
+        future = self._pending.get(topic)
+        if future is not None and future.done():  # type: ignore[attr-defined]
+            self._learn(topic, self._pending.pop(topic))
+        topic_id, learned = self._known.get(topic, (None, -self.max_age_s))
+        if topic not in self._pending and time.monotonic() - learned >= self.max_age_s:
+            self._pending[topic] = self._describe(topic)
+        return topic_id
+
+    def fetch(self, topic: str) -> str | None:
+        future = self._pending.pop(topic, None) or self._describe(topic)
+        self._learn(topic, future)
+        return self._known[topic][0]
 
 
 class _PartitionReader(StatefulSourcePartition[Signal, State]):
     def __init__(self, bootstrap: str, group: str, tp: TopicPartition, resume: State, batch: int,
-                 idle_s: float = 2.0, on_reset: ResetHandler | None = None) -> None:  # fmt: skip
-        self.bootstrap, self.group, self.tp, self.batch, self.idle_s = bootstrap, group, tp, batch, idle_s
+                 idle_s: float = 2.0, on_reset: ResetHandler | None = None,
+                 properties: Mapping[str, str] | None = None, topic_ids: TopicIds | None = None) -> None:  # fmt: skip
+        self.bootstrap, self.group, self.batch, self.idle_s = bootstrap, group, batch, idle_s
+        self.topic, self.partition = tp.topic, tp.partition
         self.next_offset, self.topic_id = resume if isinstance(resume, tuple) else (resume, None)
         self.on_reset = on_reset
-        self.consumer: KafkaConsumer | None = None
+        self.config = {**CONSUMER_TUNING, **client_config(
+            bootstrap, properties, group_id=group, client_id=f"{group}-{tp.topic}-{tp.partition}",
+            enable_auto_commit=False, enable_auto_offset_store=False, enable_partition_eof=False,
+            auto_offset_reset="error")}  # an out-of-range offset is an error we handle, never a silent jump
+        self.topic_ids = topic_ids or TopicIds(client_config(bootstrap, properties, client_id=f"{group}-admin"))
+        self.consumer: Consumer | None = None
         self._retry_at = 0.0
         self._backoff = 0.5
         self._idle_until: datetime | None = None
@@ -94,97 +141,90 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
         """(Re)build the consumer; False while the broker or topic is not there yet."""
         if time.monotonic() < self._retry_at:
             return False
-        consumer = None
+        consumer = build(Consumer, self.config)
         try:
-            # auto_offset_reset="none": an out-of-range offset is an error we handle, never a silent jump;
-            # metadata refreshed every 5 s, so a topic recreated under a running reader shows its new id.
-            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
-                                     auto_offset_reset="none", fetch_max_wait_ms=100, max_poll_records=self.batch,
-                                     metadata_max_age_ms=5000,
-                                     request_timeout_ms=30000, bootstrap_timeout_ms=10000,  # a down broker must not stall the worker for long
-                                     client_id=f"{self.group}-{self.tp.topic}-{self.tp.partition}")  # fmt: skip
-            partitions = consumer.partitions_for_topic(self.tp.topic)
-            if not partitions or self.tp.partition not in partitions:
+            meta = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+            if meta is None or meta.error is not None or self.partition not in meta.partitions:
                 consumer.close()
                 if not self._waiting_logged:  # once: the capture creates topics on its first change
-                    log.info("waiting for %s[%d] to exist", self.tp.topic, self.tp.partition)
+                    log.info("waiting for %s[%d] to exist", self.topic, self.partition)
                     self._waiting_logged = True
                 self._schedule_retry()
                 return False
-            consumer.assign([self.tp])
             self._check_reset(consumer)
-            if self.next_offset is None:
-                consumer.seek_to_beginning(self.tp)
-            else:
-                consumer.seek(self.tp, self.next_offset)
-        except KafkaError as e:
-            if consumer is not None:
-                consumer.close()  # never leak a connection per retry
+            self._seek(consumer, self.next_offset)
+        except KafkaException as e:
+            consumer.close()  # never leak a connection per retry
             log.warning("Kafka at %s unreachable for %s[%d]: %s; retrying in %.1fs",
-                        self.bootstrap, self.tp.topic, self.tp.partition, e, self._backoff)  # fmt: skip
+                        self.bootstrap, self.topic, self.partition, e, self._backoff)  # fmt: skip
             self._schedule_retry()
             return False
         self.consumer = consumer
         self._backoff = 0.5
         return True
 
-    def _check_reset(self, consumer: KafkaConsumer) -> None:
+    def _seek(self, consumer: Consumer, offset: int | None) -> None:
+        consumer.assign([TopicPartition(self.topic, self.partition, OFFSET_BEGINNING if offset is None else offset)])
+
+    def _check_reset(self, consumer: Consumer) -> None:
         """On (re)connect: compare the topic id and the partition's offsets with the position held."""
-        topic_id = _topic_id(consumer, self.tp.topic)
+        topic_id = self.topic_ids.fetch(self.topic)
         if self.next_offset is not None:
-            end = consumer.end_offsets([self.tp])[self.tp]
-            start = consumer.beginning_offsets([self.tp])[self.tp]
+            start, end = consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), timeout=5)
             if self.topic_id and topic_id and topic_id != self.topic_id:
                 self._reset("recreated", end, f"topic id {self.topic_id} -> {topic_id}")
             elif end < self.next_offset and not self._has_record(consumer, self.next_offset - 1):
                 self._reset("truncated", end, "the partition ends below the offset held")
             elif start > self.next_offset:
                 self._reset("expired", end, f"its records before offset {start} were deleted unread")
-        self.topic_id = topic_id
+        self.topic_id = topic_id or self.topic_id  # an unanswered describe keeps the id held
 
-    def _has_record(self, consumer: KafkaConsumer, offset: int) -> bool:
+    def _has_record(self, consumer: Consumer, offset: int) -> bool:
         """Whether the partition still holds `offset` (or a later record), then back to the position.
         An end offset alone is not proof of a truncation: the local broker's can read short for a while
         after a burst of writes, and a false reset would re-read and re-snapshot everything."""
-        consumer.seek(self.tp, offset)
+        self._seek(consumer, offset)
         deadline = time.monotonic() + 2.0
         found = False
-        try:
-            while not found and time.monotonic() < deadline:
-                found = any(r.offset >= offset for r in consumer.poll(timeout_ms=200, max_records=1).get(self.tp, []))
-        except OffsetOutOfRangeError:
-            found = False
-        consumer.seek(self.tp, self.next_offset if self.next_offset is not None else offset)
+        while not found and time.monotonic() < deadline:
+            found = any(m.error() is None and m.offset() >= offset for m in consumer.consume(1, timeout=0.2))
+        self._seek(consumer, self.next_offset if self.next_offset is not None else offset)
         return found
 
     def _reset(self, reason: str, end: int | None, detail: str) -> None:
         """Never a silent jump: log, count, apply the policy, and read the partition from its start."""
         log.warning("capture partition %s[%d] was reset (%s: %s): the dataflow held offset %s, the partition "
-                    "now ends at %s; reading it again from its start%s", self.tp.topic, self.tp.partition, reason,
+                    "now ends at %s; reading it again from its start%s", self.topic, self.partition, reason,
                     detail, self.next_offset, end, "" if self.on_reset else "; no reset policy")  # fmt: skip
-        metrics.SOURCE_RESETS.labels(self.tp.topic, str(self.tp.partition), reason).inc()
+        metrics.SOURCE_RESETS.labels(self.topic, str(self.partition), reason).inc()
         self.next_offset = None
         if self.on_reset is not None:
             try:
-                self.on_reset(self.tp.topic, self.tp.partition, reason)
+                self.on_reset(self.topic, self.partition, reason)
             except Exception:  # the policy's failure must not stop the flow; it is logged and visible
-                log.exception("reset policy failed for %s[%d]", self.tp.topic, self.tp.partition)
+                log.exception("reset policy failed for %s[%d]", self.topic, self.partition)
 
-    def _running_reset(self, consumer: KafkaConsumer, records: list[object]) -> bool:
+    def _end(self) -> int | None:
+        """The partition's end as the last fetch answered it (None before any answer)."""
+        assert self.consumer is not None
+        end = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), cached=True)[1]
+        return end if end >= 0 else None
+
+    def _running_reset(self, consumer: Consumer, records: list[Message]) -> bool:
         """A reset seen while reading: the topic's id changed, or its end fell below the position held."""
-        topic_id = _topic_id(consumer, self.tp.topic)
+        topic_id = self.topic_ids.current(self.topic)
         if self.next_offset is None and topic_id != self.topic_id:  # nothing read, nothing skipped
             self.topic_id = topic_id
             return False
         if self.topic_id and topic_id and topic_id != self.topic_id:
-            self._reset("recreated", consumer.highwater(self.tp), f"topic id {self.topic_id} -> {topic_id}")
-        elif (not records and (end := consumer.highwater(self.tp)) is not None and end < (self.next_offset or 0)
+            self._reset("recreated", self._end(), f"topic id {self.topic_id} -> {topic_id}")
+        elif (not records and (end := self._end()) is not None and end < (self.next_offset or 0)
               and not self._has_record(consumer, (self.next_offset or 0) - 1)):  # fmt: skip
             self._reset("truncated", end, "the partition ends below the offset held")
         else:
             return False
         self.topic_id = topic_id
-        consumer.seek_to_beginning(self.tp)
+        self._seek(consumer, None)
         return True
 
     def _schedule_retry(self) -> None:
@@ -192,47 +232,55 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
         self._idle_until = datetime.now(timezone.utc) + timedelta(seconds=self._backoff)
         self._backoff = min(self._backoff * 2, 2.0)
 
+    def _fetch(self) -> list[Message] | None:
+        """What librdkafka has fetched so far (never waits); None after an out-of-range answer (a reset)."""
+        assert self.consumer is not None
+        records = []
+        for m in self.consumer.consume(self.batch, timeout=0):
+            err = m.error()
+            if err is None:
+                records.append(m)
+            elif err.code() in OUT_OF_RANGE:
+                self._reset("out_of_range", self._end(), f"the broker answered offset out of range ({err.str()})")
+                self._seek(self.consumer, None)
+                return None
+            else:  # librdkafka reconnects by itself; the error is worth a line, not a new consumer
+                log.warning("fetch from %s[%d] failed: %s", self.topic, self.partition, err.str())
+        return records
+
     def next_batch(self) -> list[Signal]:
         if self.consumer is None and not self._connect():
             return []
         assert self.consumer is not None
-        try:
-            polled = self.consumer.poll(timeout_ms=50, max_records=self.batch)
-        except OffsetOutOfRangeError:
-            self._reset("out_of_range", self.consumer.highwater(self.tp), "the broker answered offset out of range")
-            self.consumer.seek_to_beginning(self.tp)
-            return []
-        except KafkaError as e:
-            log.warning("fetch from %s[%d] failed: %s; reconnecting", self.tp.topic, self.tp.partition, e)
-            self.consumer.close()
-            self.consumer = None
-            self._schedule_retry()
-            return []
-        records = polled.get(self.tp, [])
-        if self._running_reset(self.consumer, records):
+        records = self._fetch()
+        if records is None or self._running_reset(self.consumer, records):
             return []  # what was fetched belongs to the old position: read from the start instead
         if records:
-            self.next_offset = records[-1].offset + 1
-        end = self.consumer.highwater(self.tp)
+            self.next_offset = records[-1].offset() + 1
+        end = self._end()
         lag = None
         if end is not None:
             lag = max(end - (self.next_offset if self.next_offset is not None else 0), 0)
-            metrics.CONSUMER_LAG.labels(self.tp.topic, str(self.tp.partition)).set(lag)
-            self._idle_until = None
-        else:
-            self._idle_until = datetime.now(timezone.utc) + timedelta(milliseconds=50)
+            metrics.CONSUMER_LAG.labels(self.topic, str(self.partition)).set(lag)
+        # Asked again at once while records flow; after a short pause when nothing was queued.
+        self._idle_until = None if records else datetime.now(timezone.utc) + timedelta(seconds=POLL_PAUSE_S)
+        return self._signals(records, lag) + [
+            RawRecord(self.topic, self.partition, r.offset(), r.key(), r.value()) for r in records
+        ]
+
+    def _signals(self, records: list[Message], lag: int | None) -> list[Signal]:
+        """PartitionReady once per start, PartitionIdle every idle timeout while at the end and quiet."""
         out: list[Signal] = []
         if not self._ready_sent and (records or lag == 0):
-            out.append(PartitionReady(self.tp.topic, self.tp.partition))
+            out.append(PartitionReady(self.topic, self.partition))
             self._ready_sent = True
         now = time.monotonic()
         if records:
             self._delivered_at, self._idle_sent_at = now, None
         elif (lag == 0 and now - self._delivered_at >= self.idle_s
               and (self._idle_sent_at is None or now - self._idle_sent_at >= self.idle_s)):  # fmt: skip
-            out.append(PartitionIdle(self.tp.topic, self.tp.partition, time.time()))
+            out.append(PartitionIdle(self.topic, self.partition, time.time()))
             self._idle_sent_at = now
-        out += [RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
         return out
 
     def next_awake(self) -> datetime | None:
@@ -242,9 +290,10 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
         # Also tell the consumer group, so kafka-consumer-groups and lag exporters see our progress.
         if self.consumer is not None and self.next_offset is not None:
             try:
-                self.consumer.commit_async({self.tp: OffsetAndMetadata(self.next_offset, "", -1)})
-            except KafkaError as e:
-                log.warning("committing %s[%d] to group %s failed: %s", self.tp.topic, self.tp.partition, self.group, e)
+                self.consumer.commit(offsets=[TopicPartition(self.topic, self.partition, self.next_offset)],
+                                     asynchronous=True)  # fmt: skip
+            except KafkaException as e:
+                log.warning("committing %s[%d] to group %s failed: %s", self.topic, self.partition, self.group, e)
         return (self.next_offset, self.topic_id)
 
     def close(self) -> None:
@@ -257,17 +306,22 @@ class CaptureSource(FixedPartitionedSource[Signal, State]):
     topics with it), so partitions can be listed before the topics exist. `idle_s`: see PartitionIdle.
     `batch` bounds what one partition hands over per poll: Bytewax has no backpressure, and with 2,000
     a backlog reached the core in batches of 12,000+ changes whose outputs took over 1 GiB at once.
-    `on_reset`: the reset policy, called with topic, partition and reason when a reset is detected."""
+    `on_reset`: the reset policy, called with topic, partition and reason when a reset is detected.
+    `properties`: the user's librdkafka properties (TLS, SASL, tuning), see io/kafka_client.py."""
 
     def __init__(self, bootstrap: str, topics: dict[str, int], group: str, batch: int = 1000,
-                 idle_s: float = 2.0, on_reset: ResetHandler | None = None) -> None:  # fmt: skip
+                 idle_s: float = 2.0, on_reset: ResetHandler | None = None,
+                 properties: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self.bootstrap, self.topics, self.group, self.batch, self.idle_s = bootstrap, topics, group, batch, idle_s
-        self.on_reset = on_reset
+        self.on_reset, self.properties = on_reset, dict(properties or {})
+        self._topic_ids: TopicIds | None = None  # one per process, built with its first partition
 
     def list_parts(self) -> list[str]:
         return [f"{t}#{p}" for t, n in sorted(self.topics.items()) for p in range(n)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: State) -> _PartitionReader:
         topic, _, partition = for_part.rpartition("#")
+        if self._topic_ids is None:
+            self._topic_ids = TopicIds(client_config(self.bootstrap, self.properties, client_id=f"{self.group}-admin"))
         return _PartitionReader(self.bootstrap, self.group, TopicPartition(topic, int(partition)), resume_state,
-                                self.batch, self.idle_s, self.on_reset)  # fmt: skip
+                                self.batch, self.idle_s, self.on_reset, self.properties, self._topic_ids)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Bytewax sinks: Kafka (idempotent producer, the partition we compute, delivery confirmed per batch)
+"""Bytewax sinks: Kafka (confluent-kafka, acks=all, the partition we compute, delivery confirmed per batch)
 and the SQL targets. Each write_batch returns only when its writes are durable, so Bytewax's snapshot
 after it never records progress past data that could still be lost."""
 
@@ -6,95 +6,60 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from functools import lru_cache
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.partitioner.default import murmur2
+from confluent_kafka import Producer
 
 from dataflows import metrics
+from dataflows.io import kafka_client
+from dataflows.io.kafka_client import KeyPartitioner, Outgoing, build, deliver, discard, producer_config
 from dataflows.outputs import COMPACTED_TOPICS, KafkaOut
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1 << 16)
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, positive), computed here so it is honoured explicitly.
-    Cached: a customer's id recurs in its record, events and governance (murmur2 is pure Python here,
-    11% of a backlogged dataflow's time uncached)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
+def ensure_topics(bootstrap: str, topics: dict[str, int], properties: Mapping[str, str] | None = None) -> None:
     """Create missing topics (name -> partitions); the customers topic is compacted by key."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tidemark-admin")
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, n, 1, topic_configs={"cleanup.policy": "compact"} if t in COMPACTED_TOPICS else {})
-               for t, n in topics.items() if t not in existing]  # fmt: skip
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
+    kafka_client.ensure_topics(bootstrap, topics, properties, compacted=COMPACTED_TOPICS)
 
 
 class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
     ATTEMPTS = 4
+    DELIVERY_TIMEOUT_S = 20.0
 
-    def __init__(self, bootstrap: str, partitions: int, client_id: str) -> None:
-        self.bootstrap, self.partitions, self.client_id = bootstrap, partitions, client_id
-        self.producer = self._new_producer()
-
-    def _new_producer(self) -> KafkaProducer:
+    def __init__(self, bootstrap: str, partitions: int, client_id: str, properties: Mapping[str, str]) -> None:
         # Not idempotent, one request in flight: see KafkaBatchWriter (the local broker can lose records an
         # idempotent producer had acknowledged when it is killed); a resend can only duplicate.
-        return KafkaProducer(bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
-                             enable_idempotence=False, max_in_flight_requests_per_connection=1,
-                             linger_ms=5, retries=2**31 - 1,
-                             batch_size=256 * 1024,  # fewer, fuller requests: kafka-python's sender is pure Python
-                             request_timeout_ms=8_000, delivery_timeout_ms=20_000,  # > linger + request timeout
-                             max_request_size=8 * 1024 * 1024)  # fmt: skip
+        self.config = producer_config(bootstrap, properties, client_id=client_id,
+                                      delivery_timeout_s=self.DELIVERY_TIMEOUT_S)  # fmt: skip
+        self.producer = build(Producer, self.config)
+        self.partition = KeyPartitioner(partitions, self.DELIVERY_TIMEOUT_S)
 
-    def _send(self, items: list[KafkaOut]) -> list[Any]:
-        futures = [
-            self.producer.send(r.topic, key=r.key.encode(), value=r.value, headers=list(r.headers),
-                               partition=partition_for(r.key, self.partitions))  # fmt: skip
-            for r in items
-        ]
-        try:
-            self.producer.flush(timeout=30)  # beyond the delivery timeout: every future is done by then
-        except KafkaError as e:  # the flush itself gave up (KafkaTimeoutError): what is not done failed
-            log.warning("flush of %d output records failed: %s", len(items), e)
-        return [f for f in futures if not f.succeeded()]
+    def _outgoing(self, items: list[KafkaOut]) -> list[Outgoing]:
+        partition, producer = self.partition, self.producer
+        return [Outgoing(r.topic, key := r.key.encode(), r.value, partition(producer, r.topic, key), r.headers)
+                for r in items]  # fmt: skip
 
     def write_batch(self, items: list[KafkaOut]) -> None:
         """Resend the whole batch on a fresh producer after a failed delivery (duplicates are harmless,
-        loss is not): a broker that lost its state no longer knows this producer's id, and kafka-python
-        then retries UnknownProducerId until the delivery timeout; a new producer gets a new id at once."""
+        loss is not): a broker that lost its state no longer knows this producer; a new one starts clean."""
+        records = self._outgoing(items)
         for attempt in range(1, self.ATTEMPTS + 1):
-            failed = self._send(items)
-            if not failed:
+            delivery = deliver(self.producer, records, self.DELIVERY_TIMEOUT_S + 10)
+            if not delivery.failed:
                 break
-            metrics.SINK_ERRORS.labels("kafka").inc(len(failed))
+            metrics.SINK_ERRORS.labels("kafka").inc(delivery.failed)
             if attempt == self.ATTEMPTS:
-                msg = f"{len(failed)} of {len(items)} output records not acknowledged after {self.ATTEMPTS} attempts"
+                msg = f"{delivery.failed} of {len(items)} output records not acknowledged after {self.ATTEMPTS} attempts"
                 raise RuntimeError(msg)  # crash and replay from the last snapshot rather than lose them
-            reason = failed[0].exception if failed[0].is_done else "not acknowledged in time"
             log.warning("%d of %d output records not acknowledged (%s); resending on a new producer (attempt %d of %d)",
-                        len(failed), len(items), reason, attempt + 1, self.ATTEMPTS)  # fmt: skip
-            try:
-                self.producer.close(timeout=5)
-            except KafkaError as e:
-                log.warning("closing the old producer failed: %s", e)
-            self.producer = self._new_producer()
+                        delivery.failed, len(items), delivery.first_error, attempt + 1, self.ATTEMPTS)  # fmt: skip
+            discard(self.producer)
+            self.producer = build(Producer, self.config)
+            self.partition.forget()
+            records = self._outgoing(items)
         metrics.SINK_WRITES.labels("kafka").inc(len(items))
         now = time.time()
         for r in items:
@@ -102,15 +67,17 @@ class _KafkaPartition(StatelessSinkPartition[KafkaOut]):
                 metrics.E2E_LATENCY.labels(r.topic).observe(now - r.commit_ts)
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
+        self.producer.flush(10)
 
 
 class KafkaOutputSink(DynamicSink[KafkaOut]):
-    def __init__(self, bootstrap: str, partitions: int) -> None:
-        self.bootstrap, self.partitions = bootstrap, partitions
+    """`properties`: the user's librdkafka properties (TLS, SASL, tuning), see io/kafka_client.py."""
+
+    def __init__(self, bootstrap: str, partitions: int, properties: Mapping[str, str] | None = None) -> None:
+        self.bootstrap, self.partitions, self.properties = bootstrap, partitions, dict(properties or {})
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition:
-        return _KafkaPartition(self.bootstrap, self.partitions, f"tidemark-dataflow-{worker_index}")
+        return _KafkaPartition(self.bootstrap, self.partitions, f"tidemark-dataflow-{worker_index}", self.properties)
 
 
 class Writer(Protocol):

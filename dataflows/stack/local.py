@@ -150,7 +150,7 @@ class LocalStack:
             if capture:
                 # Once, before anything produces or consumes: two processes creating the same topic at the
                 # same moment left the in-memory broker unable to accept that topic's records.
-                ensure_topics(self.settings.kafka_bootstrap, self.all_topics())
+                ensure_topics(self.settings.kafka_bootstrap, self.all_topics(), self.settings.kafka_properties)
             for source in connectors:
                 self.ensure_capture(source, echo)
             if dataflow and capture:
@@ -408,6 +408,8 @@ class LocalStack:
             "TIDEMARK_SNAPSHOT_INTERVAL_S": str(s.snapshot_interval_s),
             "TIDEMARK_SUPERVISE": str(s.supervise).lower(),
             "TIDEMARK_RESET_POLICY": s.reset_policy,
+            # References only (literal secrets are refused), so the environment holds no secret.
+            "TIDEMARK_KAFKA_PROPERTIES": json.dumps(s.kafka_properties),
         }
 
     def down(self, echo: Callable[[str], None] = print) -> None:

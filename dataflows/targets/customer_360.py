@@ -1,14 +1,18 @@
 """The golden `customer_360` table in the operational PostgreSQL database: one row per golden customer,
-written with a version-guarded upsert (a replayed or older record never overwrites a newer one)."""
+written with a version-guarded upsert (a replayed or older record never overwrites a newer one), many rows
+per statement."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
+import psycopg
 
+from dataflows.dialects import POSTGRES
 from dataflows.targets.ops_table import OpsTableWriter
-from dataflows.targets.sql import versioned_upsert
+from dataflows.targets.sql import chunks, multi_row, newest_per_key, versioned_upsert
 
 TABLE = "customer_360"
 PROFILE = ["legal_name", "display_name", "tax_id", "country", "domain", "industry", "payment_terms",
@@ -17,7 +21,14 @@ COLUMNS = ["customer_id", *PROFILE, "lifecycle_status", "erp_customer_ids", "crm
            "version", "updated_at", "correlation_id", "causation_id", "event_type", "schema_version",
            "source_position", "record"]  # fmt: skip
 RETIRED_VERSION = 2**62  # a merged-away customer's row is final: no replayed upsert may revive it
-UPSERT = versioned_upsert(TABLE, COLUMNS, "customer_id", "version", "postgres")
+UPSERT = versioned_upsert(TABLE, COLUMNS, "customer_id", "version", POSTGRES)
+ROWS_PER_STATEMENT = 500  # 27 parameters a row: well inside PostgreSQL's 65,535
+
+
+@lru_cache(maxsize=ROWS_PER_STATEMENT)
+def upsert_rows(rows: int) -> str:
+    """UPSERT for `rows` rows in one statement."""
+    return multi_row(UPSERT, "(" + ", ".join(["%s"] * len(COLUMNS)) + ")", rows, ", ")
 
 
 def customer_row(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, ...]:
@@ -42,3 +53,8 @@ class Customer360Writer(OpsTableWriter):
 
     def __init__(self, conninfo: str) -> None:
         super().__init__(conninfo, TABLE, "customer_360.sql", UPSERT)
+
+    def execute(self, cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:
+        newest = newest_per_key(rows, COLUMNS.index("customer_id"), COLUMNS.index("version"))
+        for chunk in chunks(newest, ROWS_PER_STATEMENT):
+            cur.execute(upsert_rows(len(chunk)), [value for row in chunk for value in row])

@@ -42,9 +42,13 @@ class OpsTableWriter:
 
         def attempt() -> None:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.executemany(self.statement, rows)
+                self.execute(cur, rows)
 
         with_reconnect(f"{self.table} write", attempt, self._reconnect, (psycopg.OperationalError,))
+
+    def execute(self, cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:
+        """Write `rows` in the open transaction (psycopg pipelines executemany: one round trip)."""
+        cur.executemany(self.statement, rows)
 
     def close(self) -> None:
         self.conn.close()

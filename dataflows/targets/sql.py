@@ -4,10 +4,13 @@ every value a driver parameter (never formatted into the text)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
+
+from dataflows.dialects.base import Dialect
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -19,43 +22,40 @@ def _ident(name: str) -> str:
     return name
 
 
-def render(template: str, dialect: str) -> str:
+def render(template: str, dialect: Dialect) -> str:
     """Parse `template` (identifiers already validated, `?` for parameters) and render it for `dialect`
     with every identifier quoted and parameters in the DB-API `%s` style psycopg and PyMySQL use."""
-    tree = sqlglot.parse_one(template, read=dialect)
+    tree = sqlglot.parse_one(template, read=dialect.name)
     tree = tree.transform(lambda n: exp.Var(this="%s") if isinstance(n, exp.Placeholder) else n)
-    return tree.sql(dialect=dialect, identify=True)
+    return tree.sql(dialect=dialect.name, identify=True)
 
 
-def versioned_upsert(table: str, columns: Sequence[str], key: str, version: str, dialect: str) -> str:
+def versioned_upsert(table: str, columns: Sequence[str], key: str, version: str, dialect: Dialect) -> str:
     """Insert a row, or update it only when the incoming version is newer: a replayed or older write
     is a no-op. Parameters: one per column, in order."""
-    t, cols = _ident(table), [_ident(c) for c in columns]
-    values = ", ".join("?" for _ in cols)
-    if dialect == "postgres":
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
-        template = (f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({values}) ON CONFLICT ({_ident(key)}) "
-                    f"DO UPDATE SET {updates} WHERE {t}.{_ident(version)} < excluded.{_ident(version)}")  # fmt: skip
-    elif dialect == "mysql":
-        v = _ident(version)
-        # The version column is assigned last, so every IF still compares against the old version.
-        updates = ", ".join(f"{c} = IF(VALUES({v}) > {v}, VALUES({c}), {c})" for c in cols if c not in (key, v))
-        template = (f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({values}) "
-                    f"ON DUPLICATE KEY UPDATE {updates}, {v} = GREATEST({v}, VALUES({v}))")  # fmt: skip
-    else:
-        msg = f"no upsert for dialect {dialect!r}"
+    cols = [_ident(c) for c in columns]
+    return render(dialect.upsert_template(_ident(table), cols, _ident(key), _ident(version)), dialect)
+
+
+def multi_row(statement: str, group: str, rows: int, joiner: str) -> str:
+    """`statement`, rendered for one row whose parameters are `group` (in it exactly once), for `rows` rows:
+    the group repeated, joined by `joiner` (", " between VALUES tuples, " UNION ALL " between SELECTs)."""
+    if statement.count(group) != 1:
+        msg = f"{group!r} is not in the statement exactly once"
         raise ValueError(msg)
-    return render(template, dialect)
+    return statement.replace(group, joiner.join([group] * rows))
 
 
-def guarded_update(table: str, columns: Sequence[str], key: str, version: str, dialect: str) -> str:
-    """Update `columns` and `version` of one row, only if the incoming version is newer and some value
-    actually differs (so an unchanged fact writes nothing, and causes no captured change).
-    Parameters: the column values, the version, the key, the version again, then the column values."""
-    t, cols, v = _ident(table), [_ident(c) for c in columns], _ident(version)
-    sets = ", ".join(f"{c} = ?" for c in (*cols, v))
-    same = " AND ".join(
-        (f"{c} <=> ?" if dialect == "mysql" else f"{c} IS NOT DISTINCT FROM ?") for c in cols
-    )
-    template = f"UPDATE {t} SET {sets} WHERE {_ident(key)} = ? AND ({v} IS NULL OR {v} < ?) AND NOT ({same})"
-    return render(template, dialect)
+def newest_per_key(rows: Iterable[Sequence[Any]], key: int, version: int) -> list[Sequence[Any]]:
+    """One row per key (row[key]): the highest version, the later of equal ones. A multi-row statement may
+    touch each row only once, and which of two it would take is not the version guard's choice."""
+    newest: dict[Any, Sequence[Any]] = {}
+    for row in rows:
+        kept = newest.get(row[key])
+        if kept is None or row[version] >= kept[version]:
+            newest[row[key]] = row
+    return list(newest.values())
+
+
+def chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    return (rows[i : i + size] for i in range(0, len(rows), size))

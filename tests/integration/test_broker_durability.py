@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord
 from dataflows.io.sinks import ensure_topics
@@ -80,12 +80,15 @@ def _broker_errors(stack: LocalStack) -> str:
 
 
 def _read_all(bootstrap: str, partitions: int) -> set[int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000,
-                             fetch_max_wait_ms=100)  # fmt: skip
-    tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    found = {int(m.key) for m in consumer}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "durability-check", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(partitions)])
+    found: set[int] = set()
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 5:  # read until nothing new came for 5 s
+        got = [int(m.key()) for m in consumer.consume(10000, timeout=0.5) if m.error() is None]
+        if got:
+            found.update(got)
+            quiet_since = time.monotonic()
     consumer.close()
     return found
 

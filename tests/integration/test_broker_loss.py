@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaProducer
 
 from dataflows.io.sinks import ensure_topics
 from dataflows.outputs import LIFECYCLE_TOPIC
@@ -24,7 +23,7 @@ from dataflows.stack.local import LocalStack
 from dataflows.stack.scrape import scrape
 from dataflows.stack.scratch import scratch_stack, wait_capture_running
 from dataflows.targets.dead_letters import DeadLetterWriter
-from tests.support.kafka import TopicReader
+from tests.support.kafka import TopicReader, produce
 from tests.support.truth import Workload, delete_some, differences, seed
 from tests.support.waiting import wait_until
 
@@ -55,11 +54,8 @@ def letters(stack: LocalStack, *args: str) -> dict[str, dict[str, Any]]:
 
 
 def test_dead_letters_are_stored_durably_replay_moves_their_state_and_survive_a_broker_restart(lossy: LocalStack) -> None:
-    producer = KafkaProducer(bootstrap_servers=lossy.settings.kafka_bootstrap)
-    producer.send("erp.erp.customers", key=b'{"id": 777001}', value=b"{still not json")
-    producer.send("erp.erp.customers", key=b'{"id": 777002}', value=b"\xff\xfe binary, not UTF-8")
-    producer.flush()
-    producer.close()
+    produce(lossy.settings.kafka_bootstrap, [("erp.erp.customers", b'{"id": 777001}', b"{still not json"),
+                                             ("erp.erp.customers", b'{"id": 777002}', b"\xff\xfe binary, not UTF-8")])
     found = wait_until(lambda: len(d := letters(lossy)) >= 2 and d, 60, "two dead letters in PostgreSQL")
     assert {r["state"] for r in found.values()} == {"open"}
     binary = next(r for r in found.values() if r["payload_encoding"] == "base64")

@@ -18,7 +18,7 @@ import pytest
 
 from dataflows.outputs import DLQ_TOPIC, GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
-from tests.support.kafka import TopicReader
+from tests.support.kafka import TopicReader, produce
 from tests.support.waiting import wait_until
 
 
@@ -124,15 +124,12 @@ def test_own_write_back_is_not_echoed_but_a_users_edit_flows(pipeline: LocalStac
 
 
 def test_poison_records_go_to_the_dlq_and_the_flow_keeps_running(pipeline: LocalStack) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=pipeline.settings.kafka_bootstrap)
-    producer.send("erp.erp.customers", key=b'{"id": 999999}', value=b"{this is not json")
-    producer.send("erp.erp.customers", key=b'{"id": 999998}', value=orjson.dumps({"op": "c", "after": {"id": 1}}))
-    producer.send("erp.erp.customers", key=b'{"id": 999997}', value=b'{"op":"c","source":{"schema":"erp","table":"nope",'
-                  b'"lsn":1,"ts_ms":1},"after":{"id":1}}')  # fmt: skip
-    producer.flush()
-    producer.close()
+    produce(pipeline.settings.kafka_bootstrap, [
+        ("erp.erp.customers", b'{"id": 999999}', b"{this is not json"),
+        ("erp.erp.customers", b'{"id": 999998}', orjson.dumps({"op": "c", "after": {"id": 1}})),
+        ("erp.erp.customers", b'{"id": 999997}', b'{"op":"c","source":{"schema":"erp","table":"nope",'
+                                                 b'"lsn":1,"ts_ms":1},"after":{"id":1}}'),
+    ])  # fmt: skip
     (erp_id,) = erp(pipeline, "INSERT INTO erp.customers (legal_name, tax_id, country) VALUES ('After Poison', 'AP1', 'FR') RETURNING id")
     wait_until(lambda: c360(pipeline, "%s = ANY(erp_customer_ids)", (str(erp_id),)), 60, "a good change after the poison")
 

@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 
-from kafka import KafkaProducer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from dataflows import metrics
 from dataflows.io.kafka_source import PartitionIdle, PartitionReady, RawRecord, _PartitionReader
@@ -31,10 +31,7 @@ def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
     table = ProcessTable(home)
     LocalBroker("kafka", "127.0.0.1", port).start(table)
     try:
-        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}")
-        producer.send("erp.erp.customers", key=b"k", value=b"v", partition=0)
-        producer.flush()
-        producer.close()
+        _produce(port, [b"v"])
         deadline = time.monotonic() + 30
         got: list = []
         while not any(isinstance(r, RawRecord) for r in got) and time.monotonic() < deadline:
@@ -56,10 +53,7 @@ def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
 
         judged = idle_reports(3.5)  # its last delivery was just before: reports near 1, 2 and 3 s
         assert len(judged) == 3 and all(b - a >= 1.0 for a, b in zip(judged, judged[1:], strict=False))
-        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}")
-        producer.send("erp.erp.customers", key=b"k2", value=b"v2", partition=0)
-        producer.flush()
-        producer.close()
+        _produce(port, [b"v2"], key=b"k2")
         delivered = None
         while delivered is None:
             batch = reader.next_batch()
@@ -72,12 +66,11 @@ def test_unreachable_broker_is_retried_and_logged_then_read(caplog) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _produce(port: int, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}")
+def _produce(port: int, values: list[bytes], key: bytes = b"k") -> None:
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": "all"})
     for v in values:
-        producer.send("erp.erp.customers", key=b"k", value=v, partition=0)
-    producer.flush()
-    producer.close()
+        producer.produce("erp.erp.customers", v, key, 0)
+    assert producer.flush(30) == 0
 
 
 def _read(reader: _PartitionReader, n: int) -> list[RawRecord]:

@@ -12,9 +12,9 @@ import pytest
 
 from dataflows.config.connectors import load_connector
 from dataflows.core.core import ConsistencyCore
-from dataflows.core.decode import decode
-from dataflows.core.mapping import SourceMapper
-from dataflows.core.policy import build_policy
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import SourceMapper
+from dataflows.config.policy import build_policy
 from dataflows.settings import project_root
 from dataflows.stack.local import LocalStack, capture_process_name
 from dataflows.stack.scratch import wait_capture_running

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from dataflows.config.connectors import ConnectorConfig, load_connector
-from dataflows.core.decode import ChangeRecord, decode
+from dataflows.ingest.decode import ChangeRecord, decode
 from dataflows.settings import project_root
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "debezium"

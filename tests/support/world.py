@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dataflows.core.decode import ChangeRecord
-from dataflows.core.mapping import CanonicalChange, SourceMapper
+from dataflows.ingest.decode import ChangeRecord
+from dataflows.core.change import CanonicalChange
+from dataflows.ingest.mapping import SourceMapper
 from tests.support.fixtures import connector
 
 MAPPERS = {s: SourceMapper(connector(s)) for s in ("erp", "crm")}

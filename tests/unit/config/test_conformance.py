@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from dataflows.config.connectors import connect_config, connector_files, embedded_properties, load_connector
-from dataflows.core.decode import decode
-from dataflows.core.mapping import MappingError, SourceMapper
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.core.policy import ReorderPolicy
+from dataflows.dialects import MYSQL
 from dataflows.settings import project_root
 from tests.support.fixtures import FIXTURES, as_kafka, recorded
 
@@ -37,7 +38,7 @@ def test_heartbeats_come_faster_than_the_reorder_idle_timeout(path: Path) -> Non
     config = load_connector(path)
     assert config.heartbeat_topic == f"__debezium-heartbeat.{config.topic_prefix}"
     assert int(str(config.debezium["heartbeat.interval.ms"])) * 2 <= ReorderPolicy().idle_timeout_ms
-    if config.dialect == "mysql":  # an idle binlog only yields server heartbeats every 0.8 x keep-alive
+    if config.dialect is MYSQL:  # an idle binlog only yields server heartbeats every 0.8 x keep-alive
         assert int(str(config.debezium["connect.keep.alive.interval.ms"])) * 0.8 * 2 <= ReorderPolicy().idle_timeout_ms
 
 

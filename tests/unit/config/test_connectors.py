@@ -14,6 +14,7 @@ from dataflows.config.connectors import (
     load_connectors,
 )
 from dataflows.config.secrets import SecretError
+from dataflows.dialects import POSTGRES
 from dataflows.settings import project_root
 
 CONNECTORS = project_root() / "connectors"
@@ -59,7 +60,7 @@ def test_every_shipped_connector_is_valid(path: Path) -> None:
 
 def test_valid_file_loads(tmp_path: Path) -> None:
     config = load_connector(_write(tmp_path, VALID))
-    assert config.dialect == "postgres"
+    assert config.dialect is POSTGRES
     assert config.topic_for("public.t") == "src.public.t"
 
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from dataflows.bench.workload import vat_de
 from dataflows.core.core import ConsistencyCore
 from dataflows.core.inputs import StewardCommand
-from dataflows.core.mapping import CanonicalChange
-from dataflows.core.policy import build_policy
+from dataflows.core.change import CanonicalChange
+from dataflows.config.policy import build_policy
 from dataflows.core.reorder import order_key
 from tests.support.fixtures import connector
 from tests.support.world import World

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from dataflows.bench.workload import vat_de
 from dataflows.core.identifiers import check_tax_id, company_name_key, domain_key
 from dataflows.core.identity import IdentityResolver, Ref, free_mail, rule_key
-from dataflows.core.policy import Policy, build_policy
+from dataflows.config.policy import build_policy
+from dataflows.core.policy import Policy
 from tests.support.fixtures import connector
 
 POLICY = build_policy([connector("erp"), connector("crm")])

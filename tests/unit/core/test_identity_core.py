@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dataflows.bench.workload import vat_de
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.inputs import StewardCommand
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 from dataflows.outputs import CUSTOMERS_TOPIC, route
 from dataflows.targets import crm_writeback, customer_360
 from schemas import CustomerV1, GovernanceRecordV1, LifecycleEventV1

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from dataflows.core.core import ConsistencyCore, CoreOutput
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 from schemas import CustomerV1, GovernanceRecordV1, LifecycleEventV1
 from tests.support.fixtures import connector
 from tests.support.world import World

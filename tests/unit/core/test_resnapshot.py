@@ -11,8 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dataflows.core.core import ConsistencyCore
-from dataflows.core.mapping import CanonicalChange
-from dataflows.core.policy import build_policy
+from dataflows.core.change import CanonicalChange
+from dataflows.config.policy import build_policy
 from tests.support.fixtures import connector
 from tests.support.world import World
 

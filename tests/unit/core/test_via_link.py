@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from dataflows.config.connectors import ConnectorConfig
 from dataflows.core.core import ConsistencyCore
-from dataflows.core.decode import ChangeRecord
-from dataflows.core.mapping import SourceMapper
-from dataflows.core.policy import build_policy
+from dataflows.ingest.decode import ChangeRecord
+from dataflows.ingest.mapping import SourceMapper
+from dataflows.config.policy import build_policy
 
 SHOP = ConnectorConfig.model_validate({
     "name": "shop", "system": "shop",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows.core.decode import DecodeError, decode, heartbeat_time
+from dataflows.ingest.decode import DecodeError, decode, heartbeat_time
 from tests.support.fixtures import as_kafka, recorded
 
 
@@ -90,7 +90,7 @@ def test_mutated_real_envelopes_raise_only_decode_errors(data: st.DataObject) ->
 
 @pytest.mark.parametrize("days", [-703_383, -719_528, -1_000_000])  # 44 BC as Debezium sends it; year 1; earlier
 def test_a_date_before_any_business_date_is_an_invalid_value(days: int) -> None:
-    from dataflows.core.mapping import MappingError, SourceMapper
+    from dataflows.ingest.mapping import MappingError, SourceMapper
     from tests.support.fixtures import connector
 
     record = next(r for r in recorded("erp") if r["topic"] == "erp.erp.subscriptions" and r["value"]

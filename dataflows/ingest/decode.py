@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 import orjson
 
+from dataflows.dialects import get_dialect
+from dataflows.dialects.base import Dialect, EnvelopeError
+
 UNAVAILABLE = "__debezium_unavailable_value"  # an unchanged TOAST value PostgreSQL did not send
 Op = Literal["c", "u", "d", "r", "t"]
 OPS = frozenset("cudrt")
@@ -109,40 +112,24 @@ def _row(row: Any, types: dict[str, dict[str, Any]], part: str) -> dict[str, Any
     return row
 
 
-def _position(source: dict[str, Any], dialect: str, op: str) -> tuple[tuple[int, ...], str]:
-    rank = _OP_RANK[op]
-    if dialect == "postgres":
-        lsn = source.get("lsn")
-        if lsn is None:
-            raise DecodeError("invalid_envelope", "PostgreSQL change without source.lsn")
-        # Changes to one row are in lsn order (row locks serialize their writers).
-        return (int(lsn), rank), f"lsn:{lsn}"
-    file, pos, row = source.get("file"), source.get("pos"), source.get("row", 0)
-    if file is None or pos is None:
-        raise DecodeError("invalid_envelope", "MySQL-family change without source.file/source.pos")
-    _, _, suffix = str(file).rpartition(".")
-    try:
-        index = int(suffix)
-    except ValueError:
-        raise DecodeError("invalid_envelope", f"unexpected binlog file name {file!r}") from None
-    return (index, int(pos), int(row or 0), rank), f"{file}:{pos}:{row or 0}"
-
-
-def decode(key: bytes | None, value: bytes | None, *, source: str, dialect: str) -> ChangeRecord | None:
+def decode(key: bytes | None, value: bytes | None, *, source: str, dialect: Dialect | str) -> ChangeRecord | None:
     """Decode one Kafka record of a capture topic. Tombstones (value None) return None: the delete
     before them carries everything. Anything else that is not a Debezium change raises DecodeError."""
     if value is None:
         return None
+    resolved = get_dialect(dialect)
     try:
-        return _decode(key, value, source, dialect)
+        return _decode(key, value, source, resolved)
     except DecodeError:
         raise
+    except EnvelopeError as e:
+        raise DecodeError("invalid_envelope", str(e)) from None
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
         # A structurally surprising envelope (a list where an object belongs, a non-numeric lsn, ...).
         raise DecodeError("invalid_envelope", f"not a Debezium change envelope: {type(e).__name__}: {e}") from None
 
 
-def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> ChangeRecord:
+def _decode(key: bytes | None, value: bytes, source: str, dialect: Dialect) -> ChangeRecord:
     try:
         document = orjson.loads(value)
     except orjson.JSONDecodeError as e:
@@ -155,7 +142,7 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
     if not isinstance(op, str) or op not in OPS or not isinstance(src, dict):
         what = "source" if isinstance(op, str) and op in OPS else "op"
         raise DecodeError("invalid_envelope", f"not a Debezium change envelope: missing or invalid `{what}`")
-    container = src.get("schema") if dialect == "postgres" else src.get("db")
+    container = dialect.container(src)
     table_name = src.get("table")
     if not container or not table_name:
         raise DecodeError("invalid_envelope", "source block names no schema/db and table")
@@ -165,7 +152,7 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
             key_doc, _ = _payload(orjson.loads(key))
         except orjson.JSONDecodeError as e:
             raise DecodeError("malformed_json", f"key is not JSON: {e}") from None
-    position, position_text = _position(src, dialect, op)
+    position, position_text = dialect.position(src, _OP_RANK[op])
     ts_ms = src.get("ts_ms")
     if not isinstance(ts_ms, int):
         raise DecodeError("invalid_envelope", "source.ts_ms (commit time) missing")
@@ -176,13 +163,6 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
         tx_id = envelope["transaction"].get("id")
     marker = str(src.get("snapshot", "false")).lower()
     snapshot = marker not in ("false", "")
-    ts_us = src.get("ts_us")
-    resolution = 0
-    if dialect == "mysql" and ts_ms % 1000 == 0 and (not isinstance(ts_us, int) or ts_us % 1_000_000 == 0):
-        read_ms = envelope.get("ts_ms")
-        resolution = 999_999
-        if isinstance(read_ms, int) and not isinstance(read_ms, bool) and read_ms >= ts_ms:
-            resolution = min(resolution, (read_ms - ts_ms) * 1000)
     return ChangeRecord(
         source=source,
         table=f"{container}.{table_name}",
@@ -195,7 +175,7 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: str) -> Chang
         commit_time=EPOCH_DT + timedelta(milliseconds=ts_ms),
         tx_id=None if tx_id is None else str(tx_id),
         snapshot=snapshot or op == "r",
-        commit_resolution_us=resolution,
+        commit_resolution_us=dialect.commit_resolution_us(src, envelope),
         snapshot_last=marker == "last",
     )
 

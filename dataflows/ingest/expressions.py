@@ -257,77 +257,108 @@ _COMPARISONS: dict[type[exp.Expression], Callable[[Any, Any], bool]] = {
 }
 
 
-def _compile(node: exp.Expression) -> Fn:  # noqa: C901, PLR0911, PLR0912 - one branch per SQL construct
-    if isinstance(node, exp.Column):
-        return _column(node.name)
-    if isinstance(node, exp.Literal):
-        return _literal(node)
-    if isinstance(node, exp.Null):
-        return lambda _row: None
-    if isinstance(node, exp.Boolean):
-        value = bool(node.this)
-        return lambda _row: value
-    if isinstance(node, exp.Paren):
-        return _compile(node.this)
-    if isinstance(node, exp.Upper):
-        return _null_safe(str.upper, _compile(node.this))
-    if isinstance(node, exp.Lower):
-        return _null_safe(str.lower, _compile(node.this))
-    if isinstance(node, exp.Trim):
-        return _trim(node, _compile(node.this))
-    if isinstance(node, exp.Replace):
-        return _null_safe(str.replace, _compile(node.this), _compile(node.expression), _compile(node.args["replacement"]))
-    if isinstance(node, exp.Length):
-        return _null_safe(len, _compile(node.this))
-    if isinstance(node, exp.Substring):
-        subject, start = _compile(node.this), _compile(node.args["start"])
-        length = _compile(node.args["length"]) if node.args.get("length") is not None else None
-        if length is None:
-            return _null_safe(lambda s, b: s[max(int(b) - 1, 0) :], subject, start)
-        return _null_safe(lambda s, b, n: s[max(int(b) - 1, 0) : max(int(b) - 1, 0) + int(n)], subject, start, length)
-    if isinstance(node, exp.Concat | exp.DPipe):
-        parts = node.expressions if isinstance(node, exp.Concat) else [node.this, node.expression]
-        return _concat([_compile(p) for p in parts])
-    if isinstance(node, exp.Coalesce):
-        return _coalesce([_compile(node.this), *(_compile(e) for e in node.expressions)])
-    if isinstance(node, exp.Nullif):
-        a, b = _compile(node.this), _compile(node.expression)
-        return lambda row: None if (v := a(row)) == b(row) else v
-    if isinstance(node, exp.Cast | exp.TryCast):
-        return _cast(node, _compile(node.this))
-    if isinstance(node, exp.Case):
-        return _case(node)
-    if isinstance(node, exp.If):
-        return _if(node)
-    if type(node) in _COMPARISONS:
-        return _compare(_COMPARISONS[type(node)], node)  # type: ignore[arg-type]
-    if type(node) in _BINARY_ARITHMETIC:
-        return _null_safe(_BINARY_ARITHMETIC[type(node)], _compile(node.this), _compile(node.expression))
-    if isinstance(node, exp.Neg):
-        return _null_safe(lambda v: -_to_decimal(v), _compile(node.this))
-    if isinstance(node, exp.Round):
-        digits = _compile(node.args["decimals"]) if node.args.get("decimals") is not None else (lambda _r: 0)
-        return _null_safe(lambda v, d: round(_to_decimal(v), int(d)), _compile(node.this), digits)
-    if isinstance(node, exp.Abs):
-        return _null_safe(lambda v: abs(_to_decimal(v)), _compile(node.this))
-    if isinstance(node, exp.Is):
-        subject = _compile(node.this)
-        if isinstance(node.expression, exp.Null):
-            return lambda row: subject(row) is None
-    if isinstance(node, exp.Not):
-        inner = _compile(node.this)
-        return lambda row: None if (v := inner(row)) is None else not v
-    if isinstance(node, exp.And):
-        left, right = _compile(node.this), _compile(node.expression)
-        return lambda row: bool(left(row)) and bool(right(row))
-    if isinstance(node, exp.Or):
-        left, right = _compile(node.this), _compile(node.expression)
-        return lambda row: bool(left(row)) or bool(right(row))
-    if isinstance(node, exp.In) and not node.args.get("query"):
-        return _in(node)
-    if isinstance(node, exp.Like):
-        return _like(node.expression, _compile(node.this))
+def _compile(node: exp.Expression) -> Fn:
+    """The closure of `node`, from the compiler of its SQL construct (or of the construct it specializes)."""
+    for cls in type(node).__mro__:
+        compiler = _COMPILERS.get(cls)
+        if compiler is not None:
+            return compiler(node)
+    raise _unsupported(node)
+
+
+def _unsupported(node: exp.Expression) -> ExpressionError:
     name = node.name.upper() if isinstance(node, exp.Anonymous) else node.key.upper()
     kind = "function" if isinstance(node, exp.Func) else "construct"
-    msg = f"unsupported SQL {kind} {name}"
-    raise ExpressionError(msg)
+    return ExpressionError(f"unsupported SQL {kind} {name}")
+
+
+def _constant(value: Any) -> Fn:
+    return lambda _row: value
+
+
+def _unary(fn: Callable[..., Any]) -> Callable[[Any], Fn]:
+    return lambda node: _null_safe(fn, _compile(node.this))
+
+
+def _binary(fn: Callable[..., Any]) -> Callable[[Any], Fn]:
+    return lambda node: _null_safe(fn, _compile(node.this), _compile(node.expression))
+
+
+def _substring(node: exp.Substring) -> Fn:
+    subject, start = _compile(node.this), _compile(node.args["start"])
+    if node.args.get("length") is None:
+        return _null_safe(lambda s, b: s[max(int(b) - 1, 0) :], subject, start)
+    length = _compile(node.args["length"])
+    return _null_safe(lambda s, b, n: s[max(int(b) - 1, 0) : max(int(b) - 1, 0) + int(n)], subject, start, length)
+
+
+def _nullif(node: exp.Nullif) -> Fn:
+    a, b = _compile(node.this), _compile(node.expression)
+    return lambda row: None if (v := a(row)) == b(row) else v
+
+
+def _round(node: exp.Round) -> Fn:
+    digits = _compile(node.args["decimals"]) if node.args.get("decimals") is not None else _constant(0)
+    return _null_safe(lambda v, d: round(_to_decimal(v), int(d)), _compile(node.this), digits)
+
+
+def _is(node: exp.Is) -> Fn:
+    if not isinstance(node.expression, exp.Null):
+        raise _unsupported(node)
+    subject = _compile(node.this)
+    return lambda row: subject(row) is None
+
+
+def _not(node: exp.Not) -> Fn:
+    inner = _compile(node.this)
+    return lambda row: None if (v := inner(row)) is None else not v
+
+
+def _and(node: exp.And) -> Fn:
+    left, right = _compile(node.this), _compile(node.expression)
+    return lambda row: bool(left(row)) and bool(right(row))
+
+
+def _or(node: exp.Or) -> Fn:
+    left, right = _compile(node.this), _compile(node.expression)
+    return lambda row: bool(left(row)) or bool(right(row))
+
+
+def _in_list(node: exp.In) -> Fn:
+    if node.args.get("query"):
+        raise _unsupported(node)
+    return _in(node)
+
+# One compiler per SQL construct, looked up by the node's class (then its bases), as sqlglot's TRANSFORMS.
+_COMPILERS: dict[type[exp.Expression], Callable[[Any], Fn]] = {
+    exp.Column: lambda node: _column(node.name),
+    exp.Literal: lambda node: _literal(node),
+    exp.Null: lambda _node: _constant(None),
+    exp.Boolean: lambda node: _constant(bool(node.this)),
+    exp.Paren: lambda node: _compile(node.this),
+    exp.Upper: _unary(str.upper),
+    exp.Lower: _unary(str.lower),
+    exp.Trim: lambda node: _trim(node, _compile(node.this)),
+    exp.Replace: lambda node: _null_safe(str.replace, _compile(node.this), _compile(node.expression),
+                                         _compile(node.args["replacement"])),  # fmt: skip
+    exp.Length: _unary(len),
+    exp.Substring: _substring,
+    exp.Concat: lambda node: _concat([_compile(p) for p in node.expressions]),
+    exp.DPipe: lambda node: _concat([_compile(node.this), _compile(node.expression)]),
+    exp.Coalesce: lambda node: _coalesce([_compile(node.this), *(_compile(e) for e in node.expressions)]),
+    exp.Nullif: _nullif,
+    exp.Cast: lambda node: _cast(node, _compile(node.this)),  # and TryCast, a Cast
+    exp.Case: lambda node: _case(node),
+    exp.If: lambda node: _if(node),
+    **{cls: (lambda op: lambda node: _compare(op, node))(op) for cls, op in _COMPARISONS.items()},
+    **{cls: _binary(op) for cls, op in _BINARY_ARITHMETIC.items()},
+    exp.Neg: _unary(lambda v: -_to_decimal(v)),
+    exp.Round: _round,
+    exp.Abs: _unary(lambda v: abs(_to_decimal(v))),
+    exp.Is: _is,
+    exp.Not: _not,
+    exp.And: _and,
+    exp.Or: _or,
+    exp.In: _in_list,
+    exp.Like: lambda node: _like(node.expression, _compile(node.this)),
+}

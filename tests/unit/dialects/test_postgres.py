@@ -1,4 +1,5 @@
-"""Decoding and mapping of real PostgreSQL (pgoutput) envelopes: tests/fixtures/debezium/erp.jsonl."""
+"""The PostgreSQL dialect: its own rules, then decoding and mapping of real pgoutput envelopes
+(tests/fixtures/debezium/erp.jsonl)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from dataflows.config.connectors import ConnectorConfig
-from dataflows.core.decode import decode
-from dataflows.core.mapping import MappingError, SourceMapper
+from dataflows.config.connectors import ConnectorConfig, connect_config
+from dataflows.dialects import BY_CONNECTOR_CLASS, POSTGRES
+from dataflows.dialects.base import EnvelopeError
+from dataflows.ingest.decode import DecodeError
+from dataflows.targets.sql import versioned_upsert
+from dataflows.ingest.decode import decode
+from dataflows.ingest.mapping import MappingError, SourceMapper
 from tests.support.fixtures import as_kafka, connector, decoded, recorded
 
 ERP = SourceMapper(connector("erp"))
@@ -17,6 +22,47 @@ ERP = SourceMapper(connector("erp"))
 
 def mapped(scenario: str):
     return [ERP.map(r) for r in decoded("erp", scenario)]
+
+
+def test_the_pgoutput_connector_selects_postgres() -> None:
+    assert BY_CONNECTOR_CLASS["io.debezium.connector.postgresql.PostgresConnector"] is POSTGRES
+    assert connector("erp").dialect is POSTGRES
+    assert POSTGRES.container_key == "schema.include.list" and POSTGRES.default_port == 5432
+
+
+def test_position_is_the_lsn_then_the_op_rank() -> None:
+    assert POSTGRES.position({"lsn": 123456}, 0) == ((123456, 0), "lsn:123456")
+    assert POSTGRES.position({"lsn": 7}, 0) < POSTGRES.position({"lsn": 7}, 1) < POSTGRES.position({"lsn": 8}, 0)
+    with pytest.raises(EnvelopeError, match="without source.lsn"):
+        POSTGRES.position({"file": "mysql-bin.000001", "pos": 4}, 1)
+
+
+def test_container_is_the_schema_and_commit_time_is_exact() -> None:
+    assert POSTGRES.container({"schema": "erp", "db": "erp_db"}) == "erp"
+    assert POSTGRES.commit_resolution_us({"ts_ms": 1_700_000_000_000}, {"ts_ms": 1_700_000_000_900}) == 0
+
+
+def test_an_envelope_without_lsn_is_a_decode_error() -> None:
+    value = b'{"op": "c", "source": {"schema": "erp", "table": "t", "ts_ms": 1}, "after": {"id": 1}}'
+    with pytest.raises(DecodeError, match="PostgreSQL change without source.lsn") as e:
+        decode(None, value, source="erp", dialect=POSTGRES)
+    assert e.value.error_class == "invalid_envelope"
+
+
+def test_no_schema_history_properties(tmp_path) -> None:
+    # pgoutput describes every relation in the stream: no schema history to keep.
+    assert not any(k.startswith("schema.history") for k in connect_config(connector("erp")))
+    assert POSTGRES.embedded_properties("erp", tmp_path) == {} and POSTGRES.connect_properties("erp", "b") == {}
+
+
+def test_upsert_updates_only_from_a_newer_version() -> None:
+    sql = versioned_upsert("t", ["id", "a", "version"], "id", "version", POSTGRES)
+    assert sql.startswith('INSERT INTO "t" ("id", "a", "version") VALUES (%s, %s, %s) ON CONFLICT("id") DO UPDATE SET ')
+    assert sql.endswith('"a" = "excluded"."a", "version" = "excluded"."version" WHERE "t"."version" < "excluded"."version"')
+
+
+def test_null_safe_equality() -> None:
+    assert POSTGRES.null_safe_equal("a") == "a IS NOT DISTINCT FROM ?"
 
 
 def test_every_recorded_record_decodes() -> None:

@@ -1,20 +1,27 @@
-"""Change records -> canonical changes: entity, canonical key, customer link and only the fields that changed."""
+"""Change records -> canonical changes: entity, canonical key, customer link and only the fields that changed.
+
+The core needs each change's whole mapped row (`image`: identity reads its match fields, a split rebuilds
+from it, and a late older change is dropped because the newer image carries everything). An update with a
+before image therefore evaluates only the fields that read a changed column and carries the others over
+from the row's previous image, kept per row key while the mapped columns of `before` are exactly the ones
+it was mapped from; otherwise (first sight of a row, pushed out of the bounded carry, unavailable TOAST
+values) it maps every field. The result is the same either way (tests/unit/ingest/test_changed_only.py).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
 from dataflows.config.connectors import ConnectorConfig, TableMapping
-from dataflows.core.decode import UNAVAILABLE, ChangeRecord
-from dataflows.core.expressions import (
+from dataflows.core.change import CanonicalChange, stable_id
+from dataflows.ingest.decode import UNAVAILABLE, ChangeRecord
+from dataflows.ingest.expressions import (
     CompiledExpression,
     MissingColumn,
     ValueConversionError,
@@ -25,6 +32,8 @@ from dataflows.core.expressions import (
 from schemas.v1.entities import ENTITY_MODELS, FIELD_ENTITY
 
 _UNKNOWN = object()  # a value we do not know (unchanged TOAST without a before image)
+# Rows per table whose last image is carried (about 1 KB each): a row pushed out maps in full next time.
+CARRY_ROWS = 20_000
 
 
 class MappingError(ValueError):
@@ -32,40 +41,6 @@ class MappingError(ValueError):
         super().__init__(reason)
         self.error_class = error_class
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class CanonicalChange:
-    """A source change in canonical terms. `fields` holds only what changed (all mapped fields for
-    inserts and snapshot reads); `image` the whole mapped row after the change, so that the newest
-    change of a row carries everything even when an older one arrives late. A delete has neither."""
-
-    change_id: str
-    source: str
-    system: str
-    table: str
-    entity: str
-    entity_key: str
-    customer_system: str  # the system whose customer id customer_ref is
-    customer_ref: str | None
-    via: tuple[str, str] | None  # (table, key) of the row that names the customer, when linked through it
-    deleted: bool
-    fields: dict[str, Any]
-    image: dict[str, Any]
-    position: tuple[int, ...]
-    position_text: str
-    commit_time: datetime
-    correlation_id: str
-    snapshot: bool
-    echo: bool = False  # Tidemark's own write-back, captured again: never acted on
-    commit_resolution_us: int = 0  # see ChangeRecord: ordering takes the latest possible commit time
-    origin: Any = field(default=None, compare=False)  # where it came from (Kafka coordinates), for the DLQ
-    snapshot_last: bool = False  # the final row of a whole snapshot of its source (see core.resnapshot)
-
-
-def stable_id(basis: str) -> str:
-    """A deterministic 128-bit id (hex): the same basis gives the same id in every process and replay."""
-    return hashlib.blake2b(basis.encode(), digest_size=16).hexdigest()
 
 
 def correlation_id(source: str, tx_id: str | None, position_text: str) -> str:
@@ -122,7 +97,7 @@ def _coercer(field: str) -> Callable[[Any], Any]:
 class TableMapper:
     """The compiled mapping of one captured table."""
 
-    def __init__(self, config: ConnectorConfig, table: str, mapping: TableMapping) -> None:
+    def __init__(self, config: ConnectorConfig, table: str, mapping: TableMapping, carry_rows: int = CARRY_ROWS) -> None:
         self.source = config.name
         self.system = config.system
         self.table = table
@@ -133,9 +108,13 @@ class TableMapper:
         self.customer_system = mapping.customer.system or config.system
         self.echo_column = mapping.echo_column
         self.fields: dict[str, CompiledExpression] = {
-            f: compile_expression(sql, config.dialect) for f, sql in mapping.fields.items()
+            f: compile_expression(sql, config.dialect.name) for f, sql in mapping.fields.items()
         }
         self.coercers = {f: _coercer(f) for f in self.fields}
+        self.columns = tuple(sorted({c for expr in self.fields.values() for c in expr.columns}))
+        self.carry_rows = carry_rows
+        # row key -> (values of the mapped columns, the image mapped from them), oldest first
+        self._carried: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     def _evaluate(self, row: dict[str, Any], fallback: dict[str, Any] | None,
                   only: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -174,6 +153,42 @@ class TableMapper:
             msg = f"key column {e.args[0]!r} missing from {self.table}"
             raise MappingError("mapped_column_missing", msg) from None
 
+    def _inputs(self, row: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The mapped columns' values of `row`; None if one is missing or unavailable (never carried)."""
+        try:
+            values = tuple([row[c] for c in self.columns])
+        except KeyError:
+            return None
+        return None if UNAVAILABLE in values else values
+
+    def _carry(self, key: str, inputs: tuple[Any, ...] | None, image: dict[str, Any]) -> None:
+        self._carried.pop(key, None)  # re-inserted last, so the least recently changed row goes first
+        if inputs is None:
+            return
+        self._carried[key] = (inputs, dict(image))  # a copy: what the core does with the change's image is its own
+        if len(self._carried) > self.carry_rows:
+            del self._carried[next(iter(self._carried))]
+
+    @staticmethod
+    def _changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+        """Columns whose value differs between the row images (equal values of a column map alike)."""
+        return {c for c, v in after.items() if before.get(c, UNAVAILABLE) != v}
+
+    def _update(self, before: dict[str, Any], after: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(image, changed fields) of an update: only fields reading a changed column can differ."""
+        changed = self._changed(before, after)
+        candidates = [f for f, expr in self.fields.items() if expr.columns & changed]
+        carried, inputs = self._carried.get(key), self._inputs(after)
+        if carried is not None and inputs is not None and carried[0] == self._inputs(before):
+            old = carried[1]  # what mapping `before` gives, kept from the change that produced it
+            image = {**old, **self._evaluate(after, before, candidates)}
+        else:
+            image = self._evaluate(after, before)
+            old = self._evaluate(before, None, candidates) if candidates else {}
+        fields = {f: image[f] for f in candidates if f in image and (f not in old or old[f] != image[f])}
+        self._carry(key, inputs, image)
+        return image, fields
+
     def map(self, record: ChangeRecord) -> CanonicalChange:
         if record.op == "t":
             msg = (f"TRUNCATE of {self.table} at {record.position_text}: removed rows cannot be attributed to "
@@ -183,25 +198,21 @@ class TableMapper:
         if row is None:
             msg = f"{record.op!r} change on {self.table} without a row image"
             raise MappingError("missing_row_image", msg)
+        entity_key = self._key(row)
         if record.op == "d":
             fields: dict[str, Any] = {}
             image: dict[str, Any] = {}
+            self._carried.pop(entity_key, None)
         elif record.op == "u" and record.before is not None:
-            image = self._evaluate(record.after or {}, record.before)
-            before = record.before
-            changed = {c for c, v in (record.after or {}).items() if before.get(c, UNAVAILABLE) != v}
-            # Only fields reading a changed column can differ: evaluate just those on the old row.
-            candidates = [f for f in image if self.fields[f].columns & changed]
-            old = self._evaluate(before, None, candidates) if candidates else {}
-            fields = {f: image[f] for f in candidates if f not in old or old[f] != image[f]}
+            image, fields = self._update(record.before, row, entity_key)
         else:
             image = fields = self._evaluate(row, record.before)
+            self._carry(entity_key, self._inputs(row), image)
         echo = (self.echo_column is not None and record.op == "u" and record.before is not None
                 and record.before.get(self.echo_column) != row.get(self.echo_column))  # fmt: skip
         link = row.get(self.link_column)
         customer = link if self.via_table is None else None
         via = (self.via_table, str(link)) if self.via_table is not None and link is not None else None
-        entity_key = self._key(row)
         return CanonicalChange(
             change_id=stable_id(f"{self.source}/{self.table}/{entity_key}@{record.position_text}/{record.op}"),
             source=self.source,
@@ -229,9 +240,9 @@ class TableMapper:
 class SourceMapper:
     """All table mappings of one source."""
 
-    def __init__(self, config: ConnectorConfig) -> None:
+    def __init__(self, config: ConnectorConfig, carry_rows: int = CARRY_ROWS) -> None:
         self.config = config
-        self.tables = {t: TableMapper(config, t, m) for t, m in config.tables.items()}
+        self.tables = {t: TableMapper(config, t, m, carry_rows) for t, m in config.tables.items()}
 
     def map(self, record: ChangeRecord) -> CanonicalChange:
         mapper = self.tables.get(record.table)

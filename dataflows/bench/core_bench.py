@@ -62,7 +62,9 @@ def ceiling(envelopes: list[Envelope]) -> float:
     return len(envelopes) / (time.process_time() - start)
 
 
-def timed_pass(envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] | None = None) -> tuple[PassTiming, ConsistencyCore]:
+def timed_pass(
+    envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] | None = None
+) -> tuple[PassTiming, ConsistencyCore]:
     """One pass through a fresh core, in batches as the dataflow hands them over, timing decode and map
     apart from the keyed step; `outputs` (not timed) sees each batch's output."""
     connectors = load_connectors(Settings().connectors_dir)
@@ -72,8 +74,9 @@ def timed_pass(envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] 
     ingest_s = keyed_s = 0.0
     for i in range(0, len(envelopes), BATCH):
         t0 = time.process_time()
-        batch = [mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect))  # type: ignore[arg-type]
-                 for e in envelopes[i : i + BATCH]]  # fmt: skip
+        chunk = envelopes[i : i + BATCH]
+        records = [decode(e.key, e.value, source=e.source, dialect=e.dialect) for e in chunk]
+        batch = [mappers[e.source].map(r) for e, r in zip(chunk, records, strict=True)]  # type: ignore[arg-type]
         t1 = time.process_time()
         out = core.submit_batch(batch, now)
         t2 = time.process_time()

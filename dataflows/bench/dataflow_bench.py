@@ -97,7 +97,8 @@ def passthrough(bootstrap: str, topics: list[str], records: int) -> float:
 
 
 def lifecycle_event_ids(bootstrap: str, expected: set[str], quiet_s: float = 20.0) -> set[str]:
-    """Ids of the lifecycle events on their topic; returns once all expected are seen, or nothing new came for `quiet_s`."""
+    """Ids of the lifecycle events on their topic; returns once all expected are seen, or when nothing new
+    came for `quiet_s`."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-events-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     partitions = consumer.list_topics(LIFECYCLE_TOPIC, timeout=30).topics[LIFECYCLE_TOPIC].partitions
@@ -125,7 +126,8 @@ class Sample:
 def sample(urls: list[str]) -> Sample | None:
     """One reading of every dataflow process's counters; None while a process does not answer yet."""
     at = time.monotonic()
-    totals = {"tidemark_sink_writes_total": 0.0, "tidemark_consumer_lag_messages": 0.0, "tidemark_reorder_buffer_depth": 0.0}
+    names = ("tidemark_sink_writes_total", "tidemark_consumer_lag_messages", "tidemark_reorder_buffer_depth")
+    totals = dict.fromkeys(names, 0.0)
     for url in urls:
         samples = scrape(url)
         if not samples or "tidemark_consumer_lag_messages" not in samples:

@@ -127,7 +127,8 @@ def machine_conditions(quick: bool) -> dict[str, Any]:
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+            models = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(models, platform.processor())
     except OSError:
         return platform.processor()
 

@@ -158,7 +158,9 @@ class FlowCore:
         return (time.process_time() - start) * 1000
 
 
-def _core_state_child(customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _core_state_child(
+    customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue  # type: ignore[type-arg]
+) -> None:
     from dataflows.config.connectors import load_connectors
     from dataflows.config.policy import build_policy
     from dataflows.ingest.decode import decode

@@ -83,7 +83,8 @@ def latency(quick: bool) -> list[Measurement]:
             "reorder_wait_s": None if math.isnan(s.reorder_wait_s) else round(s.reorder_wait_s, 3)}  # fmt: skip
     out = [Measurement("latency", f"p{q} at {s.target_per_s:,} changes/s", v, "s", None, 1, cond)
            for q, v in ((50, s.p50_s), (95, s.p95_s), (99, s.p99_s))]  # fmt: skip
-    steps = {f"{x.target_per_s}/s": "ok" if x.sustained else f"not sustained (lag growth {x.growth_s:+.1f} s)" for x in r.ramp}
+    steps = {f"{x.target_per_s}/s": "ok" if x.sustained else f"not sustained (lag growth {x.growth_s:+.1f} s)"
+             for x in r.ramp}  # fmt: skip
     out.append(Measurement("latency", "highest rate sustained without growing lag", r.highest_sustained, "changes/s",
                            None, 1, {**base, "step_seconds": ramp_seconds, "steps": steps}))  # fmt: skip
     return out
@@ -109,8 +110,9 @@ def memory(quick: bool) -> list[Measurement]:
         cond = {"customers": p.customers, "processes": 1, **BROKER, "peak_bytes": p.peak_bytes,
                 "ingest_seconds": round(p.seconds, 1)}  # fmt: skip
         if p.process == "dataflow":
-            out.append(Measurement("memory", f"dataflow process at {p.customers:,} customers", p.rss_bytes / p.customers,
-                                   "bytes/customer", None, 1, {**cond, "basis": "whole process RSS, baseline included"}))  # fmt: skip
+            cond["basis"] = "whole process RSS, baseline included"
+            out.append(Measurement("memory", f"dataflow process at {p.customers:,} customers",
+                                   p.rss_bytes / p.customers, "bytes/customer", None, 1, cond))  # fmt: skip
         else:
             out.append(Measurement("memory", f"capture process after {p.customers:,} ERP rows", p.rss_bytes, "bytes",
                                    None, 1, cond))  # fmt: skip

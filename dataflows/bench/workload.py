@@ -84,8 +84,9 @@ class _Rows:
             return Envelope("crm.crm.accounts", "crm", "mysql", orjson.dumps({"id": i}),
                             _my("accounts", "u", before, self.crm[i], self.pos, t))  # fmt: skip
         before = self.subs.get(i)
-        self.subs[i] = {"id": i, "customer_id": i, "plan": rnd.choice(["growth", "scale"]), "seats": rnd.choice([5, 10, 20]),
-                        "status": "active", "period_start": 20500, "period_end": None, "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+        self.subs[i] = {"id": i, "customer_id": i, "plan": rnd.choice(["growth", "scale"]),
+                        "seats": rnd.choice([5, 10, 20]), "status": "active", "period_start": 20500, "period_end": None,
+                        "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
         return self._erp("subscriptions", "u" if before else "c", before, self.subs[i], i, t)
 
     def _erp(self, table: str, op: str, before: dict | None, after: dict, i: int, t: int) -> Envelope:

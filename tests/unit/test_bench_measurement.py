@@ -23,8 +23,8 @@ def measurements(draw: st.DrawFn) -> Measurement:
     cond = draw(conditions)
     if stage == "dataflow":
         cond = {**cond, "processes": draw(st.integers(1, 8))}
-    return Measurement(stage, draw(st.text(min_size=1, max_size=40)), draw(finite), draw(st.sampled_from(sorted(UNITS))),
-                       draw(st.none() | positive), draw(st.integers(1, 50)), cond)  # fmt: skip
+    what, unit = draw(st.text(min_size=1, max_size=40)), draw(st.sampled_from(sorted(UNITS)))
+    return Measurement(stage, what, draw(finite), unit, draw(st.none() | positive), draw(st.integers(1, 50)), cond)
 
 
 @given(measurements())

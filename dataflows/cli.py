@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -269,13 +270,28 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from dataflows.bench.report import BENCHES, machine
+    """Every figure as a table row, or with --json as one JSON line on stdout (progress and errors on stderr).
+    A failed stage is reported and the others still run; the exit code says whether any failed."""
+    from dataflows.bench.report import conditions_shown_once, json_stdout, machine, run_stage, stage_names
+    from dataflows.bench.measurement import Table
 
-    print(f"machine: {machine()}", flush=True)
-    for what in BENCHES if args.what == "all" else (args.what,):
-        for line in RUNNERS[what](args.quick):
-            print(line, flush=True)
-    return 0
+    failed, human = [], Table(conditions_shown_once(args.quick))
+    with json_stdout() if args.json else contextlib.nullcontext(sys.stdout) as out:
+        if not args.json:
+            print(f"machine: {machine()}", flush=True)
+        for stage in stage_names(args.what):
+            print(f"bench {stage}: running{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
+            try:
+                for m in run_stage(stage, args.quick):  # each figure printed as soon as it is measured
+                    lines = [m.json_line()] if args.json else human.rows(m)
+                    out.write("".join(f"{line}\n" for line in lines))
+                    out.flush()
+            except Exception as e:  # one stage's failure must not lose the others' figures
+                logging.getLogger("tidemark.bench").exception("bench %s failed", stage)
+                failed.append(f"{stage}: {e}")
+    for problem in failed:
+        print(f"bench failed: {problem}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
@@ -296,11 +312,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tidemark", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_stack_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("up", help="start the local stack (idempotent)")
     p.add_argument("--no-capture", action="store_true", help="start databases and broker only")
     p.set_defaults(func=cmd_up)
@@ -321,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=0, help="cluster size (default TIDEMARK_DATAFLOW_PROCESSES)")
     p.set_defaults(func=cmd_run)
 
+
+def _add_sources_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sources = sub.add_parser("sources", help="connector files under connectors/").add_subparsers(
         dest="sources_command", required=True
     )
@@ -346,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_parser("export", help="write schemas/json/*.schema.json").set_defaults(func=cmd_schemas_export)
     schemas.add_parser("check", help="fail if the committed schemas drifted").set_defaults(func=cmd_schemas_check)
 
+
+def _add_dlq_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue").add_subparsers(
         dest="dlq_command", required=True
     )
@@ -367,9 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="dead letter id (or a unique prefix)")
     p.set_defaults(func=cmd_dlq_show)
 
+
+def _add_bench_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bench", help="measure a stage beside its ceiling (see README)")
     p.add_argument("what", choices=["all", *RUNNERS], help="what to measure (all: every one but profile)")
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs: checks the harness, not figures")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per measurement per line on stdout, nothing else there (see README)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("soak", help="steady mixed traffic through a scratch stack, memory sampled (see README)")
@@ -377,10 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, default=300, help="changes per second")
     p.set_defaults(func=cmd_soak)
 
+
+def build_parser() -> argparse.ArgumentParser:
     from dataflows.bench.chaos import add_chaos_parser
     from dataflows.demo import add_demo_parser
     from dataflows.stewardship import add_identity_parser
 
+    parser = argparse.ArgumentParser(prog="tidemark", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_stack_commands(sub)
+    _add_sources_commands(sub)
+    _add_dlq_commands(sub)
+    _add_bench_commands(sub)
     add_demo_parser(sub)
     add_chaos_parser(sub)
     add_identity_parser(sub)

@@ -90,7 +90,8 @@ def capture_once(stack: LocalStack, handler_kind: str, rows: int, first_id: int)
     writer = None
     if handler_kind == "kafka":
         writer = KafkaBatchWriter(stack.settings.kafka_bootstrap, stack.settings.topic_partitions, client_id=slot)
-        forward = KafkaForwardingHandler(writer, CaptureStatus("erp", state / "status.json"), CaptureMetrics("erp"))
+        status = CaptureStatus("erp", state / "status.json")
+        forward = KafkaForwardingHandler(writer, status, CaptureMetrics("erp", config.topic_prefix))
         handler = _Counting(forward.handleJsonBatch)
     else:
         handler = _Counting(None)

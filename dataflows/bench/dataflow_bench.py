@@ -1,24 +1,26 @@
-"""Dataflow throughput: capture topics in, Tidemark's outputs out, with one process and with two, beside
-the same run's ceiling: a kafka-python consumer that reads the same records and produces each to another
-topic (consume-and-produce passthrough) on the same broker.
+"""Dataflow throughput: capture topics in, every output acknowledged (Kafka topics, customer_360, CRM
+write-back), with one process and with two, each beside a ceiling measured on the same broker just
+before: a confluent-kafka (librdkafka) consumer that reads the same records and produces each to
+another topic, idempotent with acks=all (consume-and-produce passthrough).
 
 Each run gets a fresh local stack (PostgreSQL, MariaDB, broker; no captures) whose capture topics are
 preloaded with the workload's envelopes before the dataflow starts, so the dataflow, not the source,
-sets the pace. The rate is taken from the lifecycle events' Kafka timestamps over the middle 80% of the
-run (start-up and the final idle flush excluded), and every expected event must arrive: the expected
-set comes from the same envelopes processed offline by one core.
+sets the pace. The dataflow processes' own counters of acknowledged writes are sampled every 0.25 s
+from the moment every process reads; the rate counts until 90% of the run's writes are acknowledged
+(start-up and the final idle flush excluded). The run counts only when the dataflow drained every capture record and
+every expected lifecycle event is on its topic: the expected set comes from the same envelopes
+processed offline by one core.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflows.bench.core_bench import offline_events
 from dataflows.bench.workload import Envelope, generate
@@ -26,115 +28,181 @@ from dataflows.io.sinks import ensure_topics
 from dataflows.memory import rss_bytes
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
+from dataflows.stack.scrape import last_error, scrape
 from dataflows.stack.scratch import scratch_stack
 
+PASSTHROUGH_TOPIC = "bench.passthrough"
+PRODUCER = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000}  # fmt: skip
 
-@dataclass
+
+@dataclass(frozen=True)
 class DataflowRun:
     processes: int
-    changes_per_s: float
-    events_per_s: float
-    events: int
-    expected: int
-    rss_bytes: list[int]  # of each dataflow process at the end
-
-
-@dataclass
-class DataflowResult:
     changes: int
-    customers: int
-    passthrough_per_s: float
-    runs: list[DataflowRun]
+    changes_per_s: float  # with every output acknowledged
+    passthrough_per_s: float  # the ceiling, same stack, just before
+    outputs: int  # writes acknowledged, all targets
+    events: int  # expected lifecycle events found on the topic (all of them, or the run fails)
+    rss_bytes: tuple[int, ...]  # of each dataflow process at the end
+
+
+def _producer(bootstrap: str) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, **PRODUCER})
+
+
+def _flush(producer: Producer, what: str) -> None:
+    if left := producer.flush(300):
+        msg = f"{what}: {left} records not acknowledged after 300 s"
+        raise RuntimeError(msg)
 
 
 def preload(bootstrap: str, envelopes: Iterable[Envelope]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+    producer = _producer(bootstrap)
     for e in envelopes:
-        producer.send(e.topic, key=e.key, value=e.value)
-    producer.flush(timeout=300)
-    producer.close()
+        while True:
+            try:
+                producer.produce(e.topic, key=e.key, value=e.value)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+    _flush(producer, "preload")
 
 
 def passthrough(bootstrap: str, topics: list[str], records: int) -> float:
-    """Records/s of consume-and-produce with kafka-python, from the first record read to the last acked."""
-    consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"bench-passthrough-{uuid.uuid4().hex}",
-                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000)  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    """Records/s of consume-and-produce with confluent-kafka, from the first record read to the last acknowledged."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-passthrough-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe(topics)
+    producer = _producer(bootstrap)
     seen, start = 0, None
     deadline = time.monotonic() + 600
-    while seen < records and time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=500).values():
-            start = start or time.perf_counter()
-            for m in batch:
-                producer.send("bench.passthrough", key=m.key, value=m.value)
-            seen += len(batch)
-    producer.flush(timeout=300)
-    elapsed = time.perf_counter() - (start or time.perf_counter())
-    consumer.close()
-    producer.close()
+    try:
+        while seen < records and time.monotonic() < deadline:
+            for m in consumer.consume(num_messages=1000, timeout=0.05):  # returns once 1,000 are there
+                if m.error():
+                    continue
+                start = start or time.perf_counter()
+                producer.produce(PASSTHROUGH_TOPIC, key=m.key(), value=m.value())
+                seen += 1
+            producer.poll(0)
+        _flush(producer, "passthrough")
+        elapsed = time.perf_counter() - (start or time.perf_counter())
+    finally:
+        consumer.close()
     if seen < records:
         msg = f"passthrough read {seen} of {records} records"
         raise RuntimeError(msg)
     return records / elapsed
 
 
-def event_times(bootstrap: str, expected: set[str], timeout_s: float) -> dict[str, int]:
-    """Kafka timestamp (ms) of the first copy of each lifecycle event; returns once all expected arrived,
-    or when nothing new came for 20 s."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=100)  # fmt: skip
-    partitions = [TopicPartition(LIFECYCLE_TOPIC, p) for p in consumer.partitions_for_topic(LIFECYCLE_TOPIC) or ()]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    seen: dict[str, int] = {}
+def lifecycle_event_ids(bootstrap: str, expected: set[str], quiet_s: float = 20.0) -> set[str]:
+    """Ids of the lifecycle events on their topic; returns once all expected are seen, or when nothing new
+    came for `quiet_s`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-events-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    partitions = consumer.list_topics(LIFECYCLE_TOPIC, timeout=30).topics[LIFECYCLE_TOPIC].partitions
+    consumer.assign([TopicPartition(LIFECYCLE_TOPIC, p, 0) for p in partitions])
+    seen: set[str] = set()
     last_new = time.monotonic()
-    deadline = time.monotonic() + timeout_s
-    while not expected <= seen.keys() and time.monotonic() < deadline and time.monotonic() - last_new < 20:
-        for batch in consumer.poll(timeout_ms=500).values():
-            for m in batch:
-                event_id = orjson.loads(m.value)["event_id"]
-                if event_id not in seen:
-                    seen[event_id] = m.timestamp
+    try:
+        while not expected <= seen and time.monotonic() - last_new < quiet_s:
+            for m in consumer.consume(num_messages=10_000, timeout=0.5):
+                if not m.error():
+                    seen.add(orjson.loads(m.value())["event_id"])
                     last_new = time.monotonic()
-    consumer.close()
+    finally:
+        consumer.close()
     return seen
 
 
-def middle_rate(times_ms: list[int], fraction: float = 0.8) -> float:
-    """Items per second over the middle `fraction` of their arrival times."""
-    times = sorted(times_ms)
-    lo, hi = int(len(times) * (1 - fraction) / 2), int(len(times) * (1 + fraction) / 2) - 1
-    span_s = (times[hi] - times[lo]) / 1000
-    return (hi - lo) / span_s if span_s > 0 else float("inf")
+@dataclass(frozen=True)
+class Sample:
+    at: float  # monotonic seconds
+    acknowledged: int  # writes acknowledged by every sink of every process
+    drained: bool  # every process read all its capture records and released its reorder buffer
+
+
+def sample(urls: list[str]) -> Sample | None:
+    """One reading of every dataflow process's counters; None while a process does not answer yet."""
+    at = time.monotonic()
+    names = ("tidemark_sink_writes_total", "tidemark_consumer_lag_messages", "tidemark_reorder_buffer_depth")
+    totals = dict.fromkeys(names, 0.0)
+    for url in urls:
+        samples = scrape(url)
+        if not samples or "tidemark_consumer_lag_messages" not in samples:
+            return None
+        for name in totals:
+            totals[name] += sum(v for _, v in samples.get(name, []))
+    drained = totals["tidemark_consumer_lag_messages"] == 0 and totals["tidemark_reorder_buffer_depth"] == 0
+    return Sample(at, int(totals["tidemark_sink_writes_total"]), drained)
+
+
+def exited(stack: LocalStack) -> str | None:
+    """Why a dataflow process of the stack is no longer running (its newest error), or None while all run."""
+    for name in stack.dataflow_names():
+        if stack.table.running(name) is None:
+            return f"{name} exited: {last_error(stack.table.log_dir / f'{name}.log') or 'no error logged'}"
+    return None
+
+
+def watch(stack: LocalStack, timeout_s: float, quiet_s: float = 3.0) -> list[Sample]:
+    """Samples every 0.25 s until the dataflow drained and no write was acknowledged for `quiet_s`."""
+    urls = [stack.dataflow_metrics_url(i) for i in range(len(stack.dataflow_names()))]
+    samples: list[Sample] = []
+    changed_at = deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if problem := exited(stack):
+            raise RuntimeError(problem)
+        s = sample(urls)
+        if s is not None:
+            if not samples or s.acknowledged != samples[-1].acknowledged:
+                changed_at = s.at
+            samples.append(s)
+            if s.drained and s.acknowledged and s.at - changed_at >= quiet_s:
+                return samples
+        time.sleep(0.25)
+    msg = f"the dataflow did not drain within {timeout_s:.0f} s"
+    raise TimeoutError(msg)
+
+
+def acknowledged_rate(samples: list[Sample], changes: int, share: float = 0.9) -> float:
+    """Changes/s from the first sample (every process reading) to the first with `share` of the run's writes
+    acknowledged, counting the changes behind the writes acknowledged by then. The rest is left out: it
+    holds the final flush, released only when the input has been idle for the reorder's idle timeout.
+    Not a middle window: the core releases a batch's outputs at once, so writes come in bursts."""
+    total = samples[-1].acknowledged
+    done = next(s for s in samples if s.acknowledged >= share * total)
+    if done.at <= samples[0].at:
+        msg = "the writes were acknowledged before the first sample: use more changes"
+        raise RuntimeError(msg)
+    return done.acknowledged / total * changes / (done.at - samples[0].at)
 
 
 def dataflow_run(envelopes: list[Envelope], expected: set[str], processes: int) -> DataflowRun:
     with scratch_stack("tidemark-bench-", capture=False, dataflow=False, dataflow_processes=processes) as stack:
-        ensure_topics(stack.settings.kafka_bootstrap, stack.all_topics())
-        preload(stack.settings.kafka_bootstrap, envelopes)
+        bootstrap = stack.settings.kafka_bootstrap
+        ensure_topics(bootstrap, {**stack.all_topics(), PASSTHROUGH_TOPIC: stack.settings.topic_partitions})
+        preload(bootstrap, envelopes)
+        ceiling = passthrough(bootstrap, sorted({e.topic for e in envelopes}), len(envelopes))
         stack.start_dataflow(echo=lambda _l: None)
-        times = event_times(stack.settings.kafka_bootstrap, expected, timeout_s=900)
-        rss = _dataflow_rss(stack)
-    events_per_s = middle_rate(list(times.values()))
-    return DataflowRun(processes, events_per_s * len(envelopes) / len(expected), events_per_s, len(times.keys() & expected),
-                       len(expected), rss)  # fmt: skip
+        samples = watch(stack, timeout_s=900)
+        found = lifecycle_event_ids(bootstrap, expected) & expected
+        rss = tuple(_rss(stack, name) for name in stack.dataflow_names())
+    if len(found) != len(expected):
+        msg = f"{processes} process(es): {len(found)} of {len(expected)} expected lifecycle events on {LIFECYCLE_TOPIC}"
+        raise RuntimeError(msg)
+    outputs = samples[-1].acknowledged
+    return DataflowRun(processes, len(envelopes), acknowledged_rate(samples, len(envelopes)), ceiling, outputs,
+                       len(found), rss)  # fmt: skip
 
 
-def _dataflow_rss(stack: LocalStack) -> list[int]:
-    out = []
-    for name in stack.dataflow_names():
-        record = stack.table.running(name)
-        out.append(rss_bytes(record.pid) if record else 0)
-    return out
+def _rss(stack: LocalStack, name: str) -> int:
+    record = stack.table.running(name)
+    return rss_bytes(record.pid) if record else 0
 
 
-def run(changes: int = 100_000, customers: int = 20_000, runs: int = 1) -> DataflowResult:
+def workload(changes: int, customers: int) -> tuple[list[Envelope], set[str]]:
+    """The envelopes every run preloads, and the lifecycle event ids one core derives from them offline."""
     envelopes = list(generate(changes, customers))
-    expected = offline_events(envelopes)
-    topics = sorted({e.topic for e in envelopes})
-    with scratch_stack("tidemark-bench-", capture=False, dataflow=False) as stack:
-        ensure_topics(stack.settings.kafka_bootstrap, stack.all_topics())
-        preload(stack.settings.kafka_bootstrap, envelopes)
-        ceiling = statistics.median(passthrough(stack.settings.kafka_bootstrap, topics, len(envelopes)) for _ in range(3))
-    results = [dataflow_run(envelopes, expected, processes) for _ in range(runs) for processes in (1, 2)]
-    return DataflowResult(changes, customers, ceiling, results)
+    return envelopes, offline_events(envelopes)

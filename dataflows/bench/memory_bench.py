@@ -8,10 +8,12 @@ Capture: N new ERP customers committed in transactions of 100,000 rows while the
 runs; its VmRSS and VmHWM once every row is on Kafka. The capture keeps no per-customer state, so this
 shows what large transactions cost it (Debezium buffers none of them: pgoutput streams rows).
 
-Core: the consistency core alone, in a fresh Python process, fed the same 2N changes: its resident
-memory once every customer is golden, after a full collection and malloc_trim, and the part of it that
-is the core's state (above the process's baseline). A lower bound of the dataflow's, in a fraction of
-its time."""
+Core: the dataflow's core step (its keyed StatefulBatchLogic, taken from the flow) alone, in a fresh
+Python process, fed the same 2N changes: the part of its resident memory that is the core's state
+(above the process's baseline, after a full collection and malloc_trim), a lower bound of the
+dataflow's in a fraction of its time. Then the snapshots the dataflow takes at the end of an epoch (of
+every key touched in it, as Bytewax does), each after 1,000 more changes to random customers: their
+cost per 1,000 customers changed, which should not depend on the customers held."""
 
 from __future__ import annotations
 
@@ -19,12 +21,18 @@ import gc
 import itertools
 import multiprocessing
 import os
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from bytewax.operators import StatefulBatchLogic
 
 from dataflows.bench.capture_bench import insert_customers
 from dataflows.bench.dataflow_bench import preload
 from dataflows.bench.workload import generate
+from dataflows.core.inputs import CoreInput
+from dataflows.core.policy import Policy
 from dataflows.io.sinks import ensure_topics
 from dataflows.memory import return_free_memory, rss_bytes
 from dataflows.stack.local import LocalStack, capture_process_name, read_capture_status
@@ -34,12 +42,11 @@ from dataflows.stack.scratch import scratch_stack
 
 @dataclass
 class MemoryRun:
-    process: str  # "dataflow", "capture" or "core"
+    process: str  # "dataflow" or "capture"
     customers: int
     rss_bytes: int
     peak_bytes: int
-    seconds: float  # until every customer was golden (dataflow, core) or on Kafka (capture)
-    state_bytes: int | None = None  # core: above the process's baseline
+    seconds: float  # until every customer was golden (dataflow) or on Kafka (capture)
 
 
 def dataflow_memory(customers: int, timeout_s: float = 10_800) -> MemoryRun:
@@ -98,36 +105,114 @@ def _trimmed_rss() -> int:
     return rss_bytes(os.getpid())
 
 
-def _core_memory_child(customers: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+@dataclass(frozen=True)
+class CoreStateRun:
+    customers: int
+    state_bytes: int  # resident above the process's baseline once every customer is golden
+    seconds: float  # to ingest them
+    full_snapshot_ms: float  # the first snapshot, of every customer
+    snapshot_ms: tuple[float, ...]  # each later snapshot, after changes to `changed` customers
+    changed: tuple[int, ...]
+
+    @property
+    def ms_per_1000_changed(self) -> float:
+        return statistics.median(ms * 1000 / n for ms, n in zip(self.snapshot_ms, self.changed, strict=True))
+
+
+def flow_core(policy: Policy) -> tuple[Callable[[CoreInput], str], Callable[[], StatefulBatchLogic]]:
+    """How the dataflow keys the core's inputs and builds the stateful logic of one key: the seam through
+    which this benchmark takes the snapshots the dataflow takes (dataflows/flows/consistency.py)."""
+    from dataflows.flows.consistency import CoreLogic
+
+    # No expected streams: the benchmark feeds in commit order and flushes at the end of each feed.
+    return (lambda _item: "core"), (lambda: CoreLogic(policy, [], None))
+
+
+class FlowCore:
+    """The core's keyed logics as the dataflow holds them: inputs routed by key, and at each snapshot
+    (the end of an epoch) a snapshot of every key touched since the last one."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.key_of, self.build = flow_core(policy)
+        self.logics: dict[str, StatefulBatchLogic] = {}
+        self.touched: set[str] = set()
+
+    def feed(self, values: list[CoreInput]) -> None:
+        by_key: dict[str, list[CoreInput]] = {}
+        for v in values:
+            by_key.setdefault(self.key_of(v), []).append(v)
+        for key, batch in by_key.items():
+            self.logics.setdefault(key, self.build()).on_batch(batch)
+            self.touched.add(key)
+
+    def flush(self) -> None:
+        for logic in self.logics.values():
+            logic.on_eof()
+
+    def snapshot_ms(self) -> float:
+        """Milliseconds of CPU (see core_bench.CLOCK) to snapshot every key touched since the last snapshot."""
+        start = time.process_time()
+        for key in self.touched:
+            self.logics[key].snapshot()
+        self.touched.clear()
+        return (time.process_time() - start) * 1000
+
+
+def _core_state_child(
+    customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue  # type: ignore[type-arg]
+) -> None:
     from dataflows.config.connectors import load_connectors
-    from dataflows.core.core import ConsistencyCore
+    from dataflows.config.policy import build_policy
     from dataflows.ingest.decode import decode
     from dataflows.ingest.mapping import SourceMapper
-    from dataflows.config.policy import build_policy
     from dataflows.settings import Settings
 
     connectors = load_connectors(Settings().connectors_dir)
     mappers = {name: SourceMapper(c) for name, c in connectors.items()}
-    core = ConsistencyCore(build_policy(connectors.values()))
-    baseline, started, now = _trimmed_rss(), time.monotonic(), time.time()
-    envelopes = generate(2 * customers, customers, create_share=1.0)  # streamed: never all in memory
-    while chunk := list(itertools.islice(envelopes, 2000)):
-        core.submit_batch([mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect))  # type: ignore[arg-type]
-                           for e in chunk], now)  # fmt: skip
-    core.flush(now)
-    seconds, rss = time.monotonic() - started, _trimmed_rss()
-    out.put(MemoryRun("core", len(core.records), rss, rss_bytes(os.getpid(), "VmHWM"), seconds, rss - baseline))
+    core = FlowCore(build_policy(connectors.values()))
+    to_input = lambda e: mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect))  # noqa: E731
+    baseline, started = _trimmed_rss(), time.monotonic()
+    # Every customer created in both systems, then random updates; streamed, never all in memory.
+    envelopes = generate(2 * customers + runs * changes_per_snapshot, customers, create_share=1.0)
+    creates = itertools.islice(envelopes, 2 * customers)
+    while chunk := list(itertools.islice(creates, 2000)):
+        core.feed([to_input(e) for e in chunk])
+    core.flush()
+    seconds, state = time.monotonic() - started, _trimmed_rss() - baseline
+    full_ms = core.snapshot_ms()
+    snapshots, changed = [], []
+    for _ in range(runs):
+        chunk = list(itertools.islice(envelopes, changes_per_snapshot))
+        core.feed([to_input(e) for e in chunk])
+        core.flush()
+        snapshots.append(core.snapshot_ms())
+        changed.append(len({e.key for e in chunk}))  # every table's row id is its customer's number
+    out.put(CoreStateRun(customers, state, seconds, full_ms, tuple(snapshots), tuple(changed)))
 
 
-def core_memory(customers: int) -> MemoryRun:
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing else in its heap
+def core_state(customers: int, changes_per_snapshot: int = 1000, runs: int = 3) -> CoreStateRun:
+    """The flow's core alone in a fresh interpreter (nothing else in its heap): resident bytes of its
+    state, and the snapshots the dataflow would take after a batch of changes."""
+    context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_core_memory_child, args=(customers, queue))
+    child = context.Process(target=_core_state_child, args=(customers, changes_per_snapshot, runs, queue))
     child.start()
     result = queue.get()
     child.join()
     return result
 
 
-def run(customers: tuple[int, ...] = (100_000, 1_000_000)) -> list[MemoryRun]:
-    return [measure(n) for n in customers for measure in (core_memory, capture_memory, dataflow_memory)]
+@dataclass(frozen=True)
+class MemoryResult:
+    core: list[CoreStateRun]
+    processes: list[MemoryRun]  # the dataflow (and the capture) on local stacks
+
+
+def run(customers: tuple[int, ...] = (100_000, 1_000_000), stack_customers: tuple[int, ...] | None = None,
+        capture: bool = True, runs: int = 3) -> MemoryResult:  # fmt: skip
+    """The core's state and snapshots at each size; the dataflow (and capture) processes at `stack_customers`
+    (default: the same sizes) on fresh stacks."""
+    cores = [core_state(n, runs=runs) for n in customers]
+    kinds = (capture_memory, dataflow_memory) if capture else (dataflow_memory,)
+    stacks = [measure(n) for n in (customers if stack_customers is None else stack_customers) for measure in kinds]
+    return MemoryResult(cores, stacks)

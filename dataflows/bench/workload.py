@@ -43,69 +43,76 @@ def _my(table: str, op: str, before: dict | None, after: dict, pos: int, ts: int
         "pos": pos, "row": 0, "thread": None, "query": None}, "transaction": None})  # fmt: skip
 
 
+class _Rows:
+    """The source tables' current rows and the sources' positions, as a generated history advances."""
+
+    def __init__(self) -> None:
+        self.erp: dict[int, dict] = {}
+        self.crm: dict[int, dict] = {}
+        self.subs: dict[int, dict] = {}
+        self.lsn, self.pos, self.tx = 30_000_000, 4, 1000
+
+    def create(self, i: int, t: int) -> Iterator[Envelope]:
+        """Customer `i` created in the ERP, then its account in the CRM (linked by crosswalk)."""
+        self.erp[i] = {"id": i, "legal_name": f"Customer {i} GmbH", "tax_id": vat_de(i), "country": "DE",
+                       "payment_terms": "NET30", "credit_limit": "10000.00", "credit_status": "ok", "status": "active",
+                       "notes": None, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+        yield self._erp("customers", "c", None, self.erp[i], i, t)
+        self.pos += 311
+        self.crm[i] = {"id": i, "name": f"Customer {i}", "domain": f"c{i}.example", "industry": "software",
+                       "owner": "dana", "stage": "prospect", "tax_id": vat_de(i), "country": "DE",
+                       "erp_customer_id": i, "lifecycle_status": None, "credit_status": None,
+                       "tidemark_version": None, "updated_at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+        yield Envelope("crm.crm.accounts", "crm", "mysql", orjson.dumps({"id": i}),
+                       _my("accounts", "c", None, self.crm[i], self.pos, t))  # fmt: skip
+
+    def update(self, rnd: random.Random, i: int, t: int, n: int) -> Envelope:
+        """One random update of customer `i`: credit status, legal name, account owner or subscription."""
+        kind = rnd.random()
+        if kind < 0.4:
+            before = self.erp[i]
+            self.erp[i] = {**before, "credit_status": "hold" if before["credit_status"] == "ok" else "ok"}
+            return self._erp("customers", "u", before, self.erp[i], i, t)
+        if kind < 0.6:
+            before = self.erp[i]
+            self.erp[i] = {**before, "legal_name": f"Customer {i} GmbH v{n}"}
+            return self._erp("customers", "u", before, self.erp[i], i, t)
+        if kind < 0.8:
+            self.pos += 311
+            before = self.crm[i]
+            self.crm[i] = {**before, "owner": rnd.choice(["dana", "sam", "kim"])}
+            return Envelope("crm.crm.accounts", "crm", "mysql", orjson.dumps({"id": i}),
+                            _my("accounts", "u", before, self.crm[i], self.pos, t))  # fmt: skip
+        before = self.subs.get(i)
+        self.subs[i] = {"id": i, "customer_id": i, "plan": rnd.choice(["growth", "scale"]),
+                        "seats": rnd.choice([5, 10, 20]), "status": "active", "period_start": 20500, "period_end": None,
+                        "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+        return self._erp("subscriptions", "u" if before else "c", before, self.subs[i], i, t)
+
+    def _erp(self, table: str, op: str, before: dict | None, after: dict, i: int, t: int) -> Envelope:
+        return Envelope(f"erp.erp.{table}", "erp", "postgres", orjson.dumps({"id": i}),
+                        _pg(table, op, before, after, self.lsn, t, self.tx))  # fmt: skip
+
+
 def generate(changes: int, customers: int, seed: int = 7, rate_per_s: float = 5000.0,
              create_share: float = 0.5) -> Iterator[Envelope]:  # fmt: skip
     """`changes` envelopes: each customer is created in the ERP and the CRM (linked by crosswalk), then
     random updates (credit status, legal name, account owner, subscriptions) until the count is reached.
     While customers remain to be created, a step creates one with probability `create_share`."""
     rnd = random.Random(seed)
-    erp_rows: dict[int, dict] = {}
-    crm_rows: dict[int, dict] = {}
-    subs: dict[int, dict] = {}
-    lsn, pos, tx, ts = 30_000_000, 4, 1000, float(EPOCH_MS)
-    step = 1000.0 / rate_per_s
-    emitted = 0
-    created = 0
+    rows = _Rows()
+    ts, step = float(EPOCH_MS), 1000.0 / rate_per_s
+    emitted = created = 0
     while emitted < changes:
         ts += step
-        t = int(ts)
-        lsn += 64
-        tx += 1
+        rows.lsn += 64
+        rows.tx += 1
         if created < customers and (created < 1 or rnd.random() < create_share):
-            i = created
+            yield from rows.create(created, int(ts))
             created += 1
-            erp_rows[i] = {"id": i, "legal_name": f"Customer {i} GmbH", "tax_id": vat_de(i), "country": "DE",
-                           "payment_terms": "NET30", "credit_limit": "10000.00", "credit_status": "ok", "status": "active",
-                           "notes": None, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
-            yield Envelope("erp.erp.customers", "erp", "postgres", orjson.dumps({"id": i}),
-                           _pg("customers", "c", None, erp_rows[i], lsn, t, tx))  # fmt: skip
-            pos += 311
-            crm_rows[i] = {"id": i, "name": f"Customer {i}", "domain": f"c{i}.example", "industry": "software",
-                           "owner": "dana", "stage": "prospect", "tax_id": vat_de(i), "country": "DE",
-                           "erp_customer_id": i, "lifecycle_status": None, "credit_status": None,
-                           "tidemark_version": None, "updated_at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
-            yield Envelope("crm.crm.accounts", "crm", "mysql", orjson.dumps({"id": i}),
-                           _my("accounts", "c", None, crm_rows[i], pos, t))  # fmt: skip
             emitted += 2
             continue
-        i = rnd.randrange(created)
-        kind = rnd.random()
-        if kind < 0.4:
-            before = erp_rows[i]
-            after = {**before, "credit_status": "hold" if before["credit_status"] == "ok" else "ok"}
-            erp_rows[i] = after
-            yield Envelope("erp.erp.customers", "erp", "postgres", orjson.dumps({"id": i}),
-                           _pg("customers", "u", before, after, lsn, t, tx))  # fmt: skip
-        elif kind < 0.6:
-            before = erp_rows[i]
-            after = {**before, "legal_name": f"Customer {i} GmbH v{emitted}"}
-            erp_rows[i] = after
-            yield Envelope("erp.erp.customers", "erp", "postgres", orjson.dumps({"id": i}),
-                           _pg("customers", "u", before, after, lsn, t, tx))  # fmt: skip
-        elif kind < 0.8:
-            pos += 311
-            before = crm_rows[i]
-            after = {**before, "owner": rnd.choice(["dana", "sam", "kim"])}
-            crm_rows[i] = after
-            yield Envelope("crm.crm.accounts", "crm", "mysql", orjson.dumps({"id": i}),
-                           _my("accounts", "u", before, after, pos, t))  # fmt: skip
-        else:
-            before = subs.get(i)
-            after = {"id": i, "customer_id": i, "plan": rnd.choice(["growth", "scale"]), "seats": rnd.choice([5, 10, 20]),
-                     "status": "active", "period_start": 20500, "period_end": None, "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
-            subs[i] = after
-            yield Envelope("erp.erp.subscriptions", "erp", "postgres", orjson.dumps({"id": i}),
-                           _pg("subscriptions", "u" if before else "c", before, after, lsn, t, tx))  # fmt: skip
+        yield rows.update(rnd, rnd.randrange(created), int(ts), emitted)
         emitted += 1
 
 

@@ -129,11 +129,24 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dataflows.runtime import run_dataflow
+    from dataflows.runtime import parse_addresses, run_dataflow
 
     stack = _stack()
-    processes = args.processes or stack.settings.dataflow_processes
-    return run_dataflow(stack, process_id=args.process_id, processes=processes)
+    try:
+        addresses = parse_addresses(args.addresses or stack.settings.cluster_addresses)
+    except ValueError as e:
+        return _refuse(str(e))
+    processes = len(addresses) or args.processes or stack.settings.dataflow_processes
+    if addresses and args.processes and args.processes != len(addresses):
+        return _refuse(f"--processes {args.processes} but {len(addresses)} cluster addresses: give one address per process")
+    if not 0 <= args.process_id < processes:
+        return _refuse(f"--process-id {args.process_id} is outside the cluster of {processes} processes (0..{processes - 1})")
+    return run_dataflow(stack, process_id=args.process_id, processes=processes, addresses=addresses or None)
+
+
+def _refuse(message: str) -> int:
+    print(f"tidemark run: {message}", file=sys.stderr)
+    return 2
 
 
 def cmd_sources_list(_args: argparse.Namespace) -> int:
@@ -331,6 +344,8 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p = sub.add_parser("run", help="run the dataflow in the foreground (one process of its cluster)")
     p.add_argument("--process-id", type=int, default=0, help="this process's index in the cluster")
     p.add_argument("--processes", type=int, default=0, help="cluster size (default TIDEMARK_DATAFLOW_PROCESSES)")
+    p.add_argument("--addresses", default="", help="host:port of every process, comma-separated, in process-id "
+                   "order: a cluster across hosts (default TIDEMARK_CLUSTER_ADDRESSES, else loopback)")
     p.set_defaults(func=cmd_run)
 
 

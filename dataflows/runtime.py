@@ -1,7 +1,7 @@
 """`tidemark run`: the long-lived dataflow process, with Bytewax recovery under $TIDEMARK_HOME.
 
-Scaling out is by processes: N processes form one Bytewax cluster over loopback addresses, each runs
-`tidemark run --process-id I --processes N`. All must be up for the cluster to start; if one dies the
+Scaling out is by processes: N processes form one Bytewax cluster, each runs
+`tidemark run --process-id I --processes N` (loopback ports) or `--addresses h0:p0,h1:p1,...` (across hosts). All must be up for the cluster to start; if one dies the
 cluster stops and is restarted whole, resuming from the last snapshot.
 """
 
@@ -82,6 +82,20 @@ def cluster_addresses(stack: LocalStack, processes: int) -> list[str]:
     return [f"{stack.settings.bind_host}:{base + i}" for i in range(processes)]
 
 
+def parse_addresses(text: str) -> list[str]:
+    """`host:port,host:port,...` (a cluster across hosts, in process-id order) -> the list; empty -> []."""
+    addresses = [a.strip() for a in text.split(",") if a.strip()]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            msg = f"cluster address {address!r} is not host:port (e.g. 10.0.0.5:19200)"
+            raise ValueError(msg)
+    if len(set(addresses)) != len(addresses):
+        msg = f"cluster addresses repeat an entry: {text!r}; every process needs its own host:port"
+        raise ValueError(msg)
+    return addresses
+
+
 def _init_recovery(directory: Path) -> None:
     os.umask(0o077)  # snapshots hold customer state: 0700 directories, 0600 files
     private_dir(directory)
@@ -91,7 +105,9 @@ def _init_recovery(directory: Path) -> None:
             init_db_dir(directory, RECOVERY_PARTITIONS)
 
 
-def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> int:
+def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1, addresses: list[str] | None = None) -> int:
+    """One process of the dataflow cluster: `addresses` (one per process) for a cluster across hosts,
+    else loopback ports from the settings' cluster_port."""
     s = stack.settings
     recovery = stack.home / "recovery"
     _init_recovery(recovery)
@@ -104,7 +120,8 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> 
     # (about 20% of core time in `tidemark bench core`).
     gc.set_threshold(50_000, 50, 1000)
     metrics.serve(stack.dataflow_metrics_port(process_id), s.metrics_host)
-    addresses = cluster_addresses(stack, processes) if processes > 1 else None
+    if processes > 1 and addresses is None:
+        addresses = cluster_addresses(stack, processes)
     signal.signal(signal.SIGINT, _stop_quietly)
     log.info("dataflow process %d/%d starting; recovery in %s, snapshot every %ss",
              process_id, processes, recovery, s.snapshot_interval_s)  # fmt: skip
@@ -113,7 +130,7 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1) -> 
             flow,
             workers_per_process=1,
             process_id=process_id if processes > 1 else None,
-            addresses=addresses,
+            addresses=addresses if processes > 1 else None,
             epoch_interval=timedelta(seconds=s.snapshot_interval_s),
             recovery_config=RecoveryConfig(str(recovery)),
         )

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics Tidemark creates.")
     dataflow_processes: int = Field(1, ge=1, description="Processes of the dataflow cluster `up` starts.")
     cluster_port: int = Field(19200, description="First port of the dataflow cluster's loopback addresses.")
+    cluster_addresses: str = Field(
+        "",
+        description="host:port of every dataflow process, comma-separated, in process-id order, for a cluster "
+        "across hosts (each process binds its own entry); empty: loopback ports from cluster_port.",
+    )
     supervise: bool = Field(True, description="`up` starts a supervisor restarting a dead capture or dataflow.")
     snapshot_interval_s: float = Field(5.0, gt=0, description="Seconds between recovery snapshots (epochs).")
     max_record_bytes: int = Field(1024 * 1024, ge=1024, description="Larger capture records go to the DLQ.")

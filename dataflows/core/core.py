@@ -63,15 +63,17 @@ class ConsistencyCore:
         for change in changes:
             if isinstance(change, StewardCommand):
                 released += self.reorder.push(change, ("steward", change.command_id), now,
-                                              change.origin[:2] if change.origin else change.source)  # fmt: skip
+                                              change.origin[:2] if change.origin else change.source,
+                                              release=False)  # fmt: skip
                 continue
             if not isinstance(change, CanonicalChange):
                 self._signal(change, now)
                 continue
             self.stats.changes_in += 1
             key = (change.customer_system, change.customer_ref or change.entity_key)
-            released += self.reorder.push(change, key, now, change.origin[:2] if change.origin else change.source)
-        return self._process_all(released + self.reorder.tick(now))
+            stream = change.origin[:2] if change.origin else change.source
+            released += self.reorder.push(change, key, now, stream, release=False)
+        return self._process_all(released + self.reorder.tick(now))  # the watermark once per batch
 
     def _signal(self, signal: Heartbeat | StreamReady | StreamIdle | SourceSilent, now: float) -> None:
         if isinstance(signal, Heartbeat):

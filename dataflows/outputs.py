@@ -20,6 +20,9 @@ CUSTOMERS_TOPIC = "tidemark.customers.v1"
 GOVERNANCE_TOPIC = "tidemark.governance.v1"
 DLQ_TOPIC = "tidemark.dlq.v1"
 OUTPUT_TOPICS = (LIFECYCLE_TOPIC, CUSTOMERS_TOPIC, GOVERNANCE_TOPIC, DLQ_TOPIC)
+# Internal: golden records handed between keys of the partitioned core's customer step (flows/partitioned.py).
+HANDOFF_TOPIC = "tidemark.internal.handoff.v1"
+INTERNAL_TOPICS = (HANDOFF_TOPIC,)
 COMPACTED_TOPICS = (CUSTOMERS_TOPIC,)
 DLQ_NAMESPACE = uuid.UUID("9d1f4c2b-5e6a-4f7b-8c9d-0a1b2c3d4e5f")
 

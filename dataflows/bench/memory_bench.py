@@ -21,10 +21,11 @@ import gc
 import itertools
 import multiprocessing
 import os
+import pickle
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -119,39 +120,51 @@ class CoreStateRun:
         return statistics.median(ms * 1000 / n for ms, n in zip(self.snapshot_ms, self.changed, strict=True))
 
 
-def flow_core(policy: Policy) -> tuple[Callable[[CoreInput], str], Callable[[], StatefulBatchLogic]]:
-    """How the dataflow keys the core's inputs and builds the stateful logic of one key: the seam through
-    which this benchmark takes the snapshots the dataflow takes (dataflows/flows/consistency.py)."""
-    from dataflows.flows.consistency import CoreLogic
-
-    # No expected streams: the benchmark feeds in commit order and flushes at the end of each feed.
-    return (lambda _item: "core"), (lambda: CoreLogic(policy, [], None))
-
-
 class FlowCore:
-    """The core's keyed logics as the dataflow holds them: inputs routed by key, and at each snapshot
-    (the end of an epoch) a snapshot of every key touched since the last one."""
+    """The core's keyed logics as the dataflow holds them (dataflows/flows/partitioned.py): the sequencer's
+    one key and one key per golden customer, hand-offs looped back at once; at each snapshot (the end of an
+    epoch) a snapshot of every key touched since the last one, the sequencer's included."""
 
     def __init__(self, policy: Policy) -> None:
-        self.key_of, self.build = flow_core(policy)
+        from dataflows.core.customer import CustomerCore
+        from dataflows.flows.core_logic import CoreMetrics
+        from dataflows.flows.partitioned import SequencerLogic, first_partition_key
+
+        # No expected streams: the benchmark feeds in commit order and flushes at the end of each feed.
+        self.sequencer = SequencerLogic(policy, [], None)
+        self.customers, self.counters = CustomerCore(policy), CoreMetrics()
+        self.handoff_key = first_partition_key(3)
         self.logics: dict[str, StatefulBatchLogic] = {}
         self.touched: set[str] = set()
 
     def feed(self, values: list[CoreInput]) -> None:
-        by_key: dict[str, list[CoreInput]] = {}
-        for v in values:
-            by_key.setdefault(self.key_of(v), []).append(v)
-        for key, batch in by_key.items():
-            self.logics.setdefault(key, self.build()).on_batch(batch)
-            self.touched.add(key)
+        self._deliver(self.sequencer.on_batch(values)[0])
 
     def flush(self) -> None:
-        for logic in self.logics.values():
-            logic.on_eof()
+        self._deliver(self.sequencer.on_eof()[0])
+
+    def _deliver(self, items: list[tuple[str, Any]]) -> None:
+        from dataflows.flows.partitioned import CustomerLogic
+        from dataflows.outputs import HANDOFF_TOPIC
+
+        pending = [kv for target, kv in items if target == "customer"]
+        while pending:
+            by_key: dict[str, list[tuple[str, Any]]] = {}
+            for key, message in pending:
+                by_key.setdefault(key, []).append((key, message))
+            pending = []
+            for key, batch in by_key.items():
+                logic = self.logics.get(key) or self.logics.setdefault(
+                    key, CustomerLogic(self.customers, self.counters, None, self.handoff_key))
+                self.touched.add(key)
+                for target, out in logic.on_batch(batch)[0]:
+                    if target == "kafka" and out.topic == HANDOFF_TOPIC:
+                        pending.append(pickle.loads(out.value))  # noqa: S301 - written just above
 
     def snapshot_ms(self) -> float:
         """Milliseconds of CPU (see core_bench.CLOCK) to snapshot every key touched since the last snapshot."""
         start = time.process_time()
+        self.sequencer.snapshot()
         for key in self.touched:
             self.logics[key].snapshot()
         self.touched.clear()

@@ -33,6 +33,8 @@ class GoldenRecord:
     match_rules: set[str] = field(default_factory=set)
     links: list[dict[str, Any]] = field(default_factory=list)  # identity evidence (IdentityLinkV1 shapes)
     child_refs: dict[str, tuple[str, str]] = field(default_factory=dict)  # part key -> its source customer
+    # Each source customer's latest row: a record split or moved is derived afresh from them.
+    images: dict[tuple[str, str], CanonicalChange] = field(default_factory=dict)
     status: LifecycleStatus | None = None
     version: int = 0
     updated_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +59,7 @@ class GoldenRecord:
         for entity, parts in other.children.items():
             self.children.setdefault(entity, {}).update(parts)
         self.child_refs.update(other.child_refs)
+        self.images.update(other.images)
         for system, ids in other.source_ids.items():
             self.source_ids.setdefault(system, set()).update(ids)
         self.match_rules |= other.match_rules

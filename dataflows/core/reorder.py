@@ -169,9 +169,11 @@ class Reorderer:
         """Heartbeat sources whose heartbeat stream is silent."""
         return sorted(name for name, s in self._sources.items() if s.silent_since is not None)
 
-    def push(self, change: _Change, key: Any, now: float, stream: Any = None) -> list[tuple[Any, bool]]:
+    def push(self, change: _Change, key: Any, now: float, stream: Any = None,
+             release: bool = True) -> list[tuple[Any, bool]]:  # fmt: skip
         """Add a change for customer `key` from input `stream` at wall-clock `now`; return the
-        (change, late) pairs to process now."""
+        (change, late) pairs to process now. `release=False` (a batch, followed by `tick`): the watermark
+        is computed once per batch, not per change, unless the buffer is full."""
         okey = order_key(change)
         stream = stream if stream is not None else change.source
         mark = self._streams.get(stream)
@@ -191,7 +193,8 @@ class Reorderer:
         self._seq += 1
         heapq.heappush(self._heap, (okey, self._seq, key, change, now))
         self._per_key[key] += 1
-        out = self._release_until(self._watermark(now), now)
+        full = self._per_key[key] > self.max_per_key or len(self._heap) > self.max_total
+        out = self._release_until(self._watermark(now), now) if release or full else []
         while self._heap and (self._per_key[key] > self.max_per_key or len(self._heap) > self.max_total):
             self.stats.overflow += 1
             out.append(self._pop(now))

@@ -22,7 +22,7 @@ from dataflows.config.checks import validate_files
 from dataflows.config.connectors import ConnectorConfig, capture_topics, connector_files, load_connectors
 from dataflows.config.live import validate_against_databases
 from dataflows.io.sinks import ensure_topics
-from dataflows.outputs import OUTPUT_TOPICS
+from dataflows.outputs import INTERNAL_TOPICS, OUTPUT_TOPICS
 from dataflows.stewardship import STEWARDSHIP_PARTITIONS, STEWARDSHIP_TOPIC
 from dataflows.settings import Settings, project_root
 from dataflows.stack import secrets_file
@@ -359,7 +359,7 @@ class LocalStack:
     def all_topics(self) -> dict[str, int]:
         """Capture topics of every connector file and Tidemark's output topics, with partition counts."""
         partitions = self.settings.topic_partitions
-        return {**capture_topics(self.connectors(), partitions), **dict.fromkeys(OUTPUT_TOPICS, partitions),
+        return {**capture_topics(self.connectors(), partitions), **dict.fromkeys((*OUTPUT_TOPICS, *INTERNAL_TOPICS), partitions),
                 STEWARDSHIP_TOPIC: STEWARDSHIP_PARTITIONS}
 
     def dataflow_names(self) -> list[str]:

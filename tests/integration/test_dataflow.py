@@ -220,7 +220,8 @@ def test_kill_9_during_20000_changes_loses_nothing(pipeline: LocalStack) -> None
 
 
 def test_two_process_cluster_processes_changes(pipeline: LocalStack) -> None:
-    """The documented scale-out: `TIDEMARK_DATAFLOW_PROCESSES=2 tidemark up` runs a two-process cluster."""
+    """The documented scale-out: `TIDEMARK_DATAFLOW_PROCESSES=2 tidemark up` runs a two-process cluster,
+    customers keyed over both processes, merges handed over between them."""
     for name in pipeline.dataflow_names():
         pipeline.table.stop(name, sig=signal.SIGINT)
     two = LocalStack(pipeline.settings.model_copy(update={"dataflow_processes": 2}))
@@ -229,6 +230,18 @@ def test_two_process_cluster_processes_changes(pipeline: LocalStack) -> None:
         assert len(_dataflow_pids(two)) == 2
         (erp_id,) = erp(pipeline, "INSERT INTO erp.customers (legal_name, tax_id, country) VALUES ('Two Proc', 'TP1', 'SE') RETURNING id")
         wait_until(lambda: c360(pipeline, "%s = ANY(erp_customer_ids)", (str(erp_id),)), 90, "processing by the cluster")
+        # Merges: golden customers keyed on both processes hand their records over (the hand-off topic).
+        pairs = []
+        for i in range(8):
+            (e,) = erp(pipeline, "INSERT INTO erp.customers (legal_name, country) VALUES (%s, 'SE') RETURNING id",
+                       (f"Omega{i} Holding",))  # fmt: skip
+            pairs.append((e, crm(pipeline, "INSERT INTO accounts (name, stage, country) VALUES (%s, 'prospect', 'SE')",
+                                 (f"Kappa{i} Sales",))))  # fmt: skip
+        wait_until(lambda: all(c360_row(pipeline, a) for _, a in pairs), 90, "the accounts as customers of their own")
+        for e, a in pairs:
+            crm(pipeline, "UPDATE accounts SET erp_customer_id = %s WHERE id = %s", (e, a))
+        merged = lambda: all((c360_row(pipeline, a) or {}).get("erp_customer_ids") == [str(e)] for e, a in pairs)  # noqa: E731
+        wait_until(merged, 90, "each account merged into its ERP customer")
         assert len(_dataflow_pids(two)) == 2
     finally:
         for name in two.dataflow_names():

@@ -150,7 +150,7 @@ def test_a_crm_edit_of_credit_status_is_rejected_and_written_back_over(run) -> N
 
 def test_a_record_that_fails_to_apply_is_dead_lettered_and_the_core_goes_on(run, monkeypatch) -> None:
     world, core, step = run
-    import dataflows.core.core as core_module
+    import dataflows.core.records as core_module
 
     real = core_module.apply_change
     monkeypatch.setattr(core_module, "apply_change", lambda *a: (_ for _ in ()).throw(OverflowError("date value out of range")))

@@ -405,3 +405,20 @@ def test_a_dead_source_never_looks_quiet_before_its_heartbeats_stop(gap_s: float
     out += r.flush()
     assert r.stats.late == 0
     assert [order_key(x) for x, _ in out] == sorted(order_key(x) for x, _ in out)
+
+
+def test_a_batch_is_ordered_behind_one_watermark() -> None:
+    """Within one batch, a change of a newly seen stream older than what the batch's earlier changes
+    would have released is not late: the watermark is taken once per batch, not per change."""
+    arrivals = [(c(0, "crm"), "k", "crm"), (c(5000), "a", "erp0"), (c(6000, "crm"), "k", "crm"),
+                (c(5600), "a", "erp0"), (c(1000), "b", "erp1")]  # fmt: skip
+    one_by_one = buffer()
+    released = [r for change, key, stream in arrivals for r in one_by_one.push(change, key, 0.0, stream)]
+    assert released[-1] == (c(1000), True) and one_by_one.stats.late == 1  # 5000 went first
+
+    batched = buffer()
+    for change, key, stream in arrivals:
+        assert batched.push(change, key, 0.0, stream, release=False) == []
+    assert batched.tick(0.0) == [(c(0, "crm"), False)]
+    assert batched.flush() == [(c(1000), False), (c(5000), False), (c(5600), False), (c(6000, "crm"), False)]
+    assert batched.stats.late == 0

@@ -1,0 +1,127 @@
+"""The partitioned core on Bytewax: a sequencer on one key, customers keyed by golden id on every worker.
+
+    decoded changes ─> key "seq" ─> sequence (reorder, dedupe, identity) ─┬─> dead letters, late changes
+                                                                           └─> Work/Lend by golden id ─┐
+    hand-off topic (tidemark.internal.handoff.v1) ─> Loan/Return by golden id ──────────────────────────┤
+                                                                                                        v
+                               customer (one state per golden id: apply, governance, lifecycle) ─> route ─> targets
+                                                                  └─> Loan/Return ─> hand-off topic
+
+Bytewax dataflows have no loops, so a record that moves between two keys of the customer step (a merge,
+a move, a split) goes out through the Kafka sink and comes back through a source whose offsets are in the
+snapshot; customer.py makes that hand-off safe to receive early, late, twice or from a crashed run.
+Each key's state is its serialized CustomerState: Bytewax snapshots only the keys an epoch touched, so a
+snapshot costs in proportion to the customers changed, and a key at rest holds bytes, not objects.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
+
+from dataflows import metrics
+from dataflows.core.customer import CustomerCore, CustomerState, loads
+from dataflows.core.handoff import Loan, Message, Return
+from dataflows.core.inputs import CoreInput
+from dataflows.core.policy import Policy
+from dataflows.core.records import CoreOutput
+from dataflows.core.sequencer import Sequencer
+from dataflows.flows.core_logic import PUBLISH_EVERY_S, CoreLogic, CoreMetrics
+from dataflows.io.kafka_source import CaptureSource, RawRecord, Signal
+from dataflows.io.kafka_client import partition_for
+from dataflows.outputs import HANDOFF_TOPIC, KafkaOut, route
+
+Keyed = tuple[str, Message]
+LIVE, DEAD = b"L", b"-"
+
+
+class SequencerLogic(CoreLogic):
+    """The sequencer as the single-key step; its messages go on keyed by golden id."""
+
+    def __init__(self, policy: Policy, streams: list[tuple[str, int]], resume: bytes | None) -> None:
+        core = pickle.loads(resume) if resume else Sequencer(policy, time.time_ns())  # noqa: S301 - ours
+        # A new run: its operations never match the hand-offs a crashed run left on the topic.
+        core.restart(time.time_ns())
+        super().__init__(core, policy, streams)
+
+    def _emit(self, out: CoreOutput) -> tuple[list[tuple[str, Any]], bool]:
+        self.metrics.publish_prefix(self.core)
+        return route(out) + [("customer", sent) for sent in self.core.take()], StatefulBatchLogic.RETAIN
+
+
+class CustomerLogic(StatefulBatchLogic[Keyed, tuple[str, Any], bytes]):
+    """One golden customer's key. At rest it holds its serialized state; a batch decodes it, and the
+    epoch's snapshot serializes it again and drops the objects."""
+
+    def __init__(self, customers: CustomerCore, counters: CoreMetrics, resume: bytes | None,
+                 kafka_key: str = "") -> None:  # fmt: skip
+        self.customers = customers
+        self.counters = counters
+        self.kafka_key = kafka_key  # every hand-off on one partition (see first_partition_key)
+        # A snapshot starts with LIVE when the key holds a golden record: counted without decoding it.
+        self.blob = resume[1:] if resume else None
+        self.live = bool(resume) and resume[:1] == LIVE
+        if self.live:
+            metrics.GOLDEN_CUSTOMERS.inc()
+        self.state: CustomerState | None = None
+
+    def on_batch(self, values: list[Keyed]) -> tuple[list[tuple[str, Any]], bool]:
+        if self.state is None:
+            self.state = loads(self.blob) if self.blob else CustomerState(values[0][0])
+        out, sends = self.customers.on_batch(self.state, [message for _, message in values])
+        self.counters.publish_records(self.customers.stats, every_s=PUBLISH_EVERY_S)
+        if self.live != (self.state.record is not None):
+            self.live = not self.live
+            metrics.GOLDEN_CUSTOMERS.inc(1 if self.live else -1)
+        hand_offs = [("kafka", KafkaOut(HANDOFF_TOPIC, self.kafka_key, pickle.dumps((to, m), pickle.HIGHEST_PROTOCOL),
+                                        ())) for to, m in sends]  # fmt: skip
+        return route(out) + hand_offs, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        if self.state is not None:
+            self.blob, self.state = self.state.dumps(), None
+        return (LIVE if self.live else DEAD) + (self.blob or b"")
+
+
+def snapshot_epoch(logics: Iterable[CustomerLogic]) -> int:
+    """What the dataflow writes for the customer keys an epoch touched: each one's snapshot (bytes
+    returned). The seam `tidemark bench` times per 1,000 changed customers."""
+    return sum(len(logic.snapshot()) for logic in logics)
+
+
+def first_partition_key(partitions: int) -> str:
+    """A Kafka key the sink puts on partition 0. Hand-offs are rare and matched by operation, not by
+    order, so one partition serves: one reader instead of one per partition, each polling while empty."""
+    return next(key for i in range(10_000) if partition_for((key := f"handoff-{i}").encode(), partitions) == 0)
+
+
+def _hand_off(raw: Signal) -> Keyed | None:
+    if not isinstance(raw, RawRecord) or raw.value is None:
+        return None  # the reader's stream signals: the hand-off topic holds no watermark
+    key, message = pickle.loads(raw.value)  # noqa: S301 - written by this dataflow's customer step
+    return (key, message) if isinstance(message, Loan | Return) else None
+
+
+def customer_step(decoded: Stream[CoreInput], policy: Policy, streams: list[tuple[str, int]], bootstrap: str,
+                  partitions: int, group: str, idle_s: float,
+                  properties: dict[str, str]) -> Stream[tuple[str, Any]]:  # fmt: skip
+    """Wire sequencer, customer step and hand-off loop; returns the (target, item) stream to route."""
+    keyed = op.key_on("one_sequencer", decoded, lambda _c: "seq")
+    sequenced = op.stateful_batch("sequence", keyed, lambda resume: SequencerLogic(policy, streams, resume))
+    items = op.map("unkey_sequence", sequenced, lambda kv: kv[1])
+    work = op.filter_map("to_customers", items, lambda item: item[1] if item[0] == "customer" else None)
+    raw = op.input("handoff", decoded.flow(), CaptureSource(bootstrap, {HANDOFF_TOPIC: 1}, group, idle_s=idle_s,
+                                                                 properties=properties))
+    back = op.filter_map("decode_handoff", raw, _hand_off)
+    inbound = op.map("with_key", op.merge("customer_inbound", work, back), lambda kv: (kv[0], kv))
+    customers, counters = CustomerCore(policy), CoreMetrics()  # per process (one worker each), for its keys
+    key = first_partition_key(partitions)
+    results = op.stateful_batch("customer", inbound, lambda resume: CustomerLogic(customers, counters, resume, key))
+    own = op.filter("not_customer", items, lambda item: item[0] != "customer")
+    return op.merge("core_results", own, op.map("unkey_customer", results, lambda kv: kv[1]))

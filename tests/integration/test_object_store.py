@@ -206,3 +206,25 @@ def test_acknowledged_puts_survive_kill_9_at_random_points(store: Store) -> None
         _check_after_restart(store, writers)
         store.kill()
     assert sum(len(w.acked) for w in writers) > 20
+
+
+def test_a_listing_of_many_pages_returns_every_key_once_in_order(store: Store) -> None:
+    """Tansu lists a partition's batch objects on every fetch; past 1,000 of them S3 pages the answer."""
+    store.start()
+    offsets = random.Random(7).sample(range(1_000_000), 2_345)
+    keys = [f"{PREFIX}records/{offset:020}.batch" for offset in offsets]
+    with requests.Session() as session:
+        for key in keys:
+            assert session.put(f"{store.url}/{key}", data=b"batch", timeout=30).status_code == 200
+    listed: list[str] = []
+    token = None
+    while True:
+        params = {"list-type": "2", "prefix": f"{PREFIX}records/", **({"continuation-token": token} if token else {})}
+        answer = requests.get(store.url, params=params, timeout=30)
+        assert answer.status_code == 200, f"page {len(listed) // 1000 + 1}: {answer.status_code} {answer.text[:300]}"
+        page = ET.fromstring(answer.content)
+        listed += [c.findtext(f"{S3}Key", "") for c in page.iter(f"{S3}Contents")]
+        token = page.findtext(f"{S3}NextContinuationToken")
+        if page.findtext(f"{S3}IsTruncated") != "true":
+            break
+    assert listed == sorted(keys)

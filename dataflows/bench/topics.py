@@ -1,4 +1,4 @@
-"""Read topics of the real broker from the beginning (tests, `tidemark chaos`)."""
+"""Read topics of the real broker from the beginning (tests, `tidemark chaos`), and audit its offsets."""
 
 from __future__ import annotations
 
@@ -83,3 +83,49 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """A partition's end offset as the broker reports it, against the offsets a fresh reader got."""
+
+    topic: str
+    partition: int
+    end: int
+    read: int  # records read
+    next_readable: int  # last offset read + 1 (0 when nothing was read)
+    missing: int  # offsets below next_readable never read: holes a consumer jumps over
+
+    @property
+    def end_past_readable(self) -> bool:
+        """A consumer at next_readable sees lag it can never read: it waits there for good."""
+        return self.end > self.next_readable
+
+    @property
+    def end_below_readable(self) -> bool:
+        return self.end < self.next_readable
+
+
+def audit(topic: str, partition: int, end: int, offsets: set[int]) -> PartitionOffsets:
+    next_readable = max(offsets) + 1 if offsets else 0
+    return PartitionOffsets(topic, partition, end, len(offsets), next_readable, next_readable - len(offsets))
+
+
+def broker_offsets(bootstrap: str, idle_polls: int = 10) -> list[PartitionOffsets]:
+    """Every partition of every topic, read from its start until `idle_polls` polls in a row bring nothing."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    try:
+        tps = [TopicPartition(t, p) for t in sorted(consumer.topics()) for p in consumer.partitions_for_topic(t) or ()]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        seen: dict[TopicPartition, set[int]] = {tp: set() for tp in tps}
+        empty = 0
+        while empty < idle_polls:
+            polled = consumer.poll(timeout_ms=200, max_records=10000)
+            for tp, records in polled.items():
+                seen[tp].update(r.offset for r in records)
+            empty = 0 if polled else empty + 1
+        ends = consumer.end_offsets(tps)
+        return [audit(tp.topic, tp.partition, ends[tp], seen[tp]) for tp in tps]
+    finally:
+        consumer.close()

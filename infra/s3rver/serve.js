@@ -21,6 +21,7 @@
 // Usage: node serve.js DIRECTORY ADDRESS PORT BUCKET
 'use strict';
 
+const { AsyncLocalStorage } = require('async_hooks');
 const crypto = require('crypto');
 const fs = require('fs-extra');
 const path = require('path');
@@ -44,6 +45,7 @@ const MAGIC = Buffer.from('TIDEMARK-S3-OBJECT 1\n');
 const MD5_AT = MAGIC.length + '{"md5":"'.length; // the header's MD5 has a fixed place: written last
 const NO_MD5 = '0'.repeat(32);
 const STAGING = '.staging';
+const requestStreams = new AsyncLocalStorage(); // the body streams getObject opened for this request
 
 function header(metadata, md5) {
   const kept = { ...pick(metadata, S3Object.ALLOWED_METADATA),
@@ -147,6 +149,8 @@ FilesystemStore.prototype.getObject = async function getObject(bucket, key, opti
     await fs.close(fd); // the range is not satisfiable: s3rver answers InvalidRange
   } else {
     content = fs.createReadStream(null, { fd, start: offset + range.start, end: offset + range.end });
+    const opened = requestStreams.getStore();
+    if (opened) opened.push(content);
   }
   const object = new S3Object(bucket, key, content, metadata);
   if (ranged) object.range = range;
@@ -212,6 +216,20 @@ async function failedCondition(store, bucket, key, headers) {
   }
   if (match !== undefined && (etag === null || (match.trim() !== '*' && unquote(match) !== etag))) return 'If-Match';
   return null;
+}
+
+function closeUnsentBodies() {
+  // s3rver opens an object's body before it checks If-None-Match / If-Modified-Since and answers 304
+  // without it; Tansu's watermark reads are nearly all 304. A body not sent is closed here, or every such
+  // answer keeps a file descriptor until the store can open no file at all.
+  return async (ctx, next) => {
+    const opened = [];
+    try {
+      await requestStreams.run(opened, next);
+    } finally {
+      for (const stream of opened) if (ctx.body !== stream) stream.destroy();
+    }
+  };
 }
 
 function conditionalPuts(store) {
@@ -293,6 +311,7 @@ async function main() {
   const server = new S3rver({ directory, address, port: Number(port), silent: true,
                               configureBuckets: [{ name: bucket, configs: [] }] });
   server.middleware.unshift(conditionalPuts(server.store)); // before s3rver's router writes anything
+  server.middleware.unshift(closeUnsentBodies());
   const where = await server.run();
   console.log(`s3rver listening on ${where.address}:${where.port}, data in ${directory}`);
   const stop = () => server.close(() => process.exit(0));

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -41,9 +42,14 @@ class Store:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/{BUCKET}"
 
-    def start(self) -> None:
+    def start(self, max_open_files: int | None = None) -> None:
         argv = [*s3rver_command(), str(self.root), "127.0.0.1", str(self.port), BUCKET]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def limit() -> None:
+            if max_open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limit)  # noqa: PLW1509
         wait_for_port("127.0.0.1", self.port, 30.0)
 
     def kill(self) -> None:
@@ -228,3 +234,20 @@ def test_a_listing_of_many_pages_returns_every_key_once_in_order(store: Store) -
         if page.findtext(f"{S3}IsTruncated") != "true":
             break
     assert listed == sorted(keys)
+
+
+def test_the_store_keeps_serving_after_many_conditional_gets(store: Store) -> None:
+    """Tansu reads each partition's watermark with If-None-Match on every fetch: nearly all answers are
+    304. Each must release what it opened, or the store runs out of file descriptors and fails for good."""
+    store.start(max_open_files=256)
+    key = f"{PREFIX}watermark.json"
+    body = b'{"high": 1}'
+    assert store.put(key, body).status_code == 200
+    etag = f'"{md5(body)}"'
+    with requests.Session() as session:
+        for _ in range(600):
+            assert session.get(f"{store.url}/{key}", headers={"If-None-Match": etag}, timeout=30).status_code == 304
+            assert session.head(f"{store.url}/{key}", timeout=30).status_code == 200
+    assert store.get(key) == (body, etag.strip('"'), "binary/octet-stream")
+    assert store.listing(PREFIX) == {key: etag.strip('"')}
+    assert store.put(key, b'{"high": 2}', {"If-Match": etag}).status_code == 200

@@ -111,21 +111,21 @@ def audit(topic: str, partition: int, end: int, offsets: set[int]) -> PartitionO
     return PartitionOffsets(topic, partition, end, len(offsets), next_readable, next_readable - len(offsets))
 
 
-def broker_offsets(bootstrap: str, idle_polls: int = 10) -> list[PartitionOffsets]:
-    """Every partition of every topic, read from its start until `idle_polls` polls in a row bring nothing."""
+def broker_offsets(bootstrap: str, stuck_s: float = 30.0) -> list[PartitionOffsets]:
+    """Every partition of every topic, read from its start until each reader reached the end offset, or
+    nothing new came for `stuck_s` (a partition whose end lies past its records never gets there)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     try:
         tps = [TopicPartition(t, p) for t in sorted(consumer.topics()) for p in consumer.partitions_for_topic(t) or ()]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        seen: dict[TopicPartition, set[int]] = {tp: set() for tp in tps}
-        empty = 0
-        while empty < idle_polls:
-            polled = consumer.poll(timeout_ms=200, max_records=10000)
-            for tp, records in polled.items():
-                seen[tp].update(r.offset for r in records)
-            empty = 0 if polled else empty + 1
         ends = consumer.end_offsets(tps)
+        seen: dict[TopicPartition, set[int]] = {tp: set() for tp in tps}
+        progress = time.monotonic()
+        while time.monotonic() - progress < stuck_s and any(consumer.position(tp) < ends[tp] for tp in tps):
+            for tp, records in consumer.poll(timeout_ms=200, max_records=10000).items():
+                seen[tp].update(r.offset for r in records)
+                progress = time.monotonic()
         return [audit(tp.topic, tp.partition, ends[tp], seen[tp]) for tp in tps]
     finally:
         consumer.close()

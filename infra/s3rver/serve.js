@@ -100,8 +100,8 @@ async function commit(root, target, metadata, content, declared) {
   const staging = path.join(root, STAGING);
   await fs.mkdirp(staging);
   const tmp = path.join(staging, `${crypto.randomBytes(12).toString('hex')}.tmp`);
+  const out = fs.createWriteStream(tmp);
   try {
-    const out = fs.createWriteStream(tmp);
     out.write(header(metadata, NO_MD5));
     const [size, md5] = Buffer.isBuffer(content)
       ? await new Promise((resolve, reject) => {
@@ -120,6 +120,7 @@ async function commit(root, target, metadata, content, declared) {
     await fs.rename(tmp, target);
     return { size, md5 };
   } catch (err) {
+    out.destroy(); // an upload cut short leaves its file open otherwise
     await fs.remove(tmp);
     throw err;
   }

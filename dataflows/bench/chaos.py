@@ -12,8 +12,8 @@ deleted. At the end the workload stops, the pipeline drains, and the run counts:
 - wrong: customer_360 rows, CRM write-backs or lifecycle event ids that differ from a fault-free
   processing of the very changes captured (dataflows.bench.reference);
 - duplicates: extra copies of lifecycle events on the topic (allowed: delivery is at-least-once);
-- the broker's offsets: partitions whose end offset lies past or below the last record a fresh reader
-  gets, and offsets missing below it.
+- the broker's offsets: partitions whose end offsets (of fetch answers, of ListOffsets) lie past or below
+  the last record a fresh reader gets, and offsets missing below it.
 """
 
 from __future__ import annotations
@@ -120,13 +120,16 @@ class ChaosSummary:
 
 
     def offset_lines(self) -> list[str]:
+        stuck = [p for p in self.offsets if p.fetch_end_past_readable]
         past = [p for p in self.offsets if p.end_past_readable]
         below = [p for p in self.offsets if p.end_below_readable]
         holed = [p for p in self.offsets if p.missing]
-        lines = [f"  broker offsets ({len(self.offsets)} partitions): {len(past)} end past their last readable record, "
-                 f"{len(below)} end below it, {sum(p.missing for p in holed)} offsets missing in {len(holed)}"]
-        lines += [f"    {p.topic}[{p.partition}]: end {p.end}, read {p.read} up to {p.next_readable}, missing {p.missing}"
-                  for p in list(dict.fromkeys([*past, *below, *holed]))[:12]]  # fmt: skip
+        lines = [f"  broker offsets ({len(self.offsets)} partitions): fetch high watermark past the last readable "
+                 f"record in {len(stuck)}; ListOffsets end past it in {len(past)}, below it in {len(below)}; "
+                 f"{sum(p.missing for p in holed)} offsets missing in {len(holed)}"]
+        lines += [f"    {p.topic}[{p.partition}]: fetch high watermark {p.fetch_end}, ListOffsets end {p.end}, "
+                  f"read {p.read} up to {p.next_readable}, missing {p.missing}"
+                  for p in list(dict.fromkeys([*stuck, *past, *holed, *below]))[:12]]  # fmt: skip
         return lines
 
 

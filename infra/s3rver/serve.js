@@ -25,6 +25,7 @@ const { AsyncLocalStorage } = require('async_hooks');
 const crypto = require('crypto');
 const fs = require('fs-extra');
 const path = require('path');
+const { finished } = require('stream');
 const S3rver = require('s3rver');
 const FilesystemStore = require('s3rver/lib/stores/filesystem');
 const S3Object = require('s3rver/lib/models/object');
@@ -82,13 +83,14 @@ async function openObject(store, bucket, key) {
 }
 
 function receive(content, out) {
-  // Resolves with [size, md5] once the body is written to `out`; rejects if the sender went away first.
+  // Resolves with [size, md5] once the body is written to `out`; rejects if the sender went away first,
+  // also before this was called: a PUT that waited for its key while its client gave up has a request
+  // already closed, whose 'aborted' is past and whose 'end' never comes.
   return new Promise((resolve, reject) => {
     const md5 = crypto.createHash('md5');
     let size = 0;
     out.on('error', reject);
-    content.on('error', reject);
-    content.on('aborted', () => reject(new Error('upload aborted by the client')));
+    finished(content, err => { if (err) reject(err); });
     content.on('data', chunk => { md5.update(chunk); size += chunk.length; });
     out.on('finish', () => resolve([size, md5.digest('hex')]));
     content.pipe(out);

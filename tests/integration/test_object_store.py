@@ -10,6 +10,7 @@ import hashlib
 import random
 import resource
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -251,3 +252,23 @@ def test_the_store_keeps_serving_after_many_conditional_gets(store: Store) -> No
     assert store.get(key) == (body, etag.strip('"'), "binary/octet-stream")
     assert store.listing(PREFIX) == {key: etag.strip('"')}
     assert store.put(key, b'{"high": 2}', {"If-Match": etag}).status_code == 200
+
+
+def test_a_put_abandoned_while_waiting_for_its_key_does_not_block_the_key(store: Store) -> None:
+    """PUTs of one key run one after another. One whose client gave up while it waited (Tansu gives up
+    after 30 s) must not keep the key: its later PUTs (a partition's watermark, a group's offsets) would
+    wait for good."""
+    store.start()
+    key = "clusters/tansu/groups/consumers/g.json"
+    head = f"PUT /{BUCKET}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n".encode()
+    first = socket.create_connection(("127.0.0.1", store.port))
+    first.sendall(head + b"12345")  # holds the key until the rest of its body arrives
+    waiting = socket.create_connection(("127.0.0.1", store.port))
+    waiting.sendall(head + b"abcde")
+    time.sleep(0.5)  # the store has read its request and queued it behind the first
+    waiting.close()  # its client gives up
+    first.sendall(b"67890")
+    assert first.recv(4096).startswith(b"HTTP/1.1 200")
+    first.close()
+    assert store.put(key, b"{}").status_code == 200
+    assert store.get(key) == (b"{}", md5(b"{}"), "binary/octet-stream")

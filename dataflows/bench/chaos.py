@@ -11,7 +11,9 @@ deleted. At the end the workload stops, the pipeline drains, and the run counts:
 - lost: source rows missing or different in customer_360 or the CRM write-back (dataflows.bench.truth);
 - wrong: customer_360 rows, CRM write-backs or lifecycle event ids that differ from a fault-free
   processing of the very changes captured (dataflows.bench.reference);
-- duplicates: extra copies of lifecycle events on the topic (allowed: delivery is at-least-once).
+- duplicates: extra copies of lifecycle events on the topic (allowed: delivery is at-least-once);
+- the broker's offsets: partitions whose end offsets (of fetch answers, of ListOffsets) lie past or below
+  the last record a fresh reader gets, and offsets missing below it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflows.bench.reference import compare, table_topics
-from dataflows.bench.topics import TopicReader
+from dataflows.bench.topics import PartitionOffsets, TopicReader, broker_offsets
 from dataflows.bench.truth import Workload, delete_some, differences, seed
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
@@ -88,6 +90,7 @@ class ChaosSummary:
     wrong_detail: str = ""
     duplicates: int = 0
     settled_after_s: float | None = None  # from the workload's stop to results equal (None: never)
+    offsets: list[PartitionOffsets] = field(default_factory=list)
 
     @property
     def fault_count(self) -> int:
@@ -109,9 +112,24 @@ class ChaosSummary:
             f"settled {settled} after the workload stopped",
             f"  lost {len(self.lost)}, wrong {self.wrong}, duplicates {self.duplicates}",
         ]  # fmt: skip
+        lines += self.offset_lines()
         lines += [f"  lost: {p}" for p in self.lost[:10]]
         if self.wrong:
             lines.append(f"  wrong: {self.wrong_detail}")
+        return lines
+
+
+    def offset_lines(self) -> list[str]:
+        stuck = [p for p in self.offsets if p.fetch_end_past_readable]
+        past = [p for p in self.offsets if p.end_past_readable]
+        below = [p for p in self.offsets if p.end_below_readable]
+        holed = [p for p in self.offsets if p.missing]
+        lines = [f"  broker offsets ({len(self.offsets)} partitions): fetch high watermark past the last readable "
+                 f"record in {len(stuck)}; ListOffsets end past it in {len(past)}, below it in {len(below)}; "
+                 f"{sum(p.missing for p in holed)} offsets missing in {len(holed)}"]
+        lines += [f"    {p.topic}[{p.partition}]: fetch high watermark {p.fetch_end}, ListOffsets end {p.end}, "
+                  f"read {p.read} up to {p.next_readable}, missing {p.missing}"
+                  for p in list(dict.fromkeys([*stuck, *past, *holed, *below]))[:12]]  # fmt: skip
         return lines
 
 
@@ -214,6 +232,7 @@ def check(stack: LocalStack, summary: ChaosSummary, bound_s: float, echo: Callab
         time.sleep(10)
     captured.close()
     lifecycle.close()
+    summary.offsets = broker_offsets(stack.settings.kafka_bootstrap)
 
 
 def wait_seeded(stack: LocalStack, bound_s: float, echo: Callable[[str], None]) -> None:

@@ -1,4 +1,4 @@
-"""Read topics of the real broker from the beginning (tests, `tidemark chaos`)."""
+"""Read topics of the real broker from the beginning (tests, `tidemark chaos`), and audit its offsets."""
 
 from __future__ import annotations
 
@@ -82,3 +82,57 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """A partition's end offsets as the broker reports them, against the offsets a fresh reader got."""
+
+    topic: str
+    partition: int
+    end: int  # ListOffsets (latest): what `end_offsets()` and lag tools see
+    fetch_end: int | None  # the high watermark of fetch answers: what a reader's lag is measured against
+    read: int  # records read
+    next_readable: int  # last offset read + 1 (0 when nothing was read)
+    missing: int  # offsets below next_readable never read: holes a consumer jumps over
+
+    @property
+    def fetch_end_past_readable(self) -> bool:
+        """A reader at next_readable sees lag it can never read: it is never judged idle."""
+        return self.fetch_end is not None and self.fetch_end > self.next_readable
+
+    @property
+    def end_past_readable(self) -> bool:
+        return self.end > self.next_readable
+
+    @property
+    def end_below_readable(self) -> bool:
+        return self.end < self.next_readable
+
+
+def audit(topic: str, partition: int, ends: tuple[int, int | None], offsets: set[int]) -> PartitionOffsets:
+    """`ends`: (ListOffsets end, fetch high watermark)."""
+    next_readable = max(offsets) + 1 if offsets else 0
+    return PartitionOffsets(topic, partition, *ends, len(offsets), next_readable, next_readable - len(offsets))
+
+
+def broker_offsets(bootstrap: str, stuck_s: float = 30.0) -> list[PartitionOffsets]:
+    """Every partition of every topic, read from its start until each reader reached the end offset, or
+    nothing new came for `stuck_s` (a partition whose end lies past its records never gets there)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    try:
+        tps = [TopicPartition(t, p) for t in sorted(consumer.topics()) for p in consumer.partitions_for_topic(t) or ()]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        seen: dict[TopicPartition, set[int]] = {tp: set() for tp in tps}
+        progress = time.monotonic()
+        while time.monotonic() - progress < stuck_s and any(
+            consumer.position(tp) < max(ends[tp], consumer.highwater(tp) or 0) for tp in tps
+        ):
+            for tp, records in consumer.poll(timeout_ms=200, max_records=10000).items():
+                seen[tp].update(r.offset for r in records)
+                progress = time.monotonic()
+        return [audit(tp.topic, tp.partition, (ends[tp], consumer.highwater(tp)), seen[tp]) for tp in tps]
+    finally:
+        consumer.close()

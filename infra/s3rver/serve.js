@@ -1,85 +1,187 @@
 #!/usr/bin/env node
-// The local broker's object store: s3rver (file-backed S3), with writes made atomic.
+// The local broker's object store: s3rver (file-backed S3), with every write committed by one rename.
 //
-// s3rver 3.7.1 writes an object in place: it truncates the file, then streams the request body into it.
-// A client killed mid-upload (a kill -9 of the broker) leaves an empty or short object behind, and Tansu
-// then fails to parse its partition watermark ("EOF while parsing a value"). Here every object and its
-// metadata go to a temporary file first and replace the old one by rename only once the whole body,
-// as long as its Content-Length says, has arrived.
+// s3rver 3.7.1 keeps a key as three files (the body, its MD5, its metadata) and writes them in place, so
+// a kill -9 leaves short bodies, ETags of another body and unparsable metadata (every listing of the
+// prefix then answers 500). Here a key is ONE file, `<key>._S3rver_object`, holding a header line (its
+// MD5 and metadata) and the body. A PUT writes that file in full under a fresh name in `.staging/`
+// (the store's root, outside every bucket, so listings never meet it), checks the body is as long as
+// Content-Length said, and then renames it over the key; only then does S3 answer 200. A rename is
+// atomic, so the key is at every moment either its previous whole file or its new whole file: an
+// acknowledged PUT survives a kill -9 intact, an unacknowledged one either landed whole or left only a
+// staged file, which the next start deletes. Readers open the file once and take header and body from
+// that one descriptor, so a concurrent rename cannot mix two versions. (A kill -9 of this process keeps
+// the page cache; losing power is not covered: nothing is fsynced.) A store written in s3rver's own
+// layout is converted at start (`recover`), whatever state a kill left it in.
 //
 // s3rver also ignores conditional writes (If-None-Match: * and If-Match: ETAG), which Tansu relies on: it
 // caches each partition's watermark and writes it back with "create if absent" / "replace if unchanged",
-// reloading only when S3 answers 412. Unanswered, a broker restarted after a kill -9 starts a partition's
-// offsets again at 0 and overwrites acknowledged record batches. Here those conditions are honoured,
-// atomically per key.
+// reloading only when S3 answers 412. Here those conditions are honoured, atomically per key.
 //
 // Usage: node serve.js DIRECTORY ADDRESS PORT BUCKET
 'use strict';
 
+const { AsyncLocalStorage } = require('async_hooks');
 const crypto = require('crypto');
 const fs = require('fs-extra');
 const path = require('path');
+const { finished } = require('stream');
 const S3rver = require('s3rver');
 const FilesystemStore = require('s3rver/lib/stores/filesystem');
+const S3Object = require('s3rver/lib/models/object');
+const { pick, pickBy } = require('lodash');
 
-async function writeAtomic(target, data) {
-  const tmp = `${target}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
-  await fs.writeFile(tmp, data);
-  await fs.rename(tmp, target);
+// s3rver encrypts ListObjectsV2 continuation tokens with single DES, which the OpenSSL 3 of Node >= 17 no
+// longer offers: every listing longer than one page (1,000 keys: a partition's batch objects soon are)
+// answered 500, and Tansu could not read that partition again. Triple DES with the one key three times
+// is the same cipher, and OpenSSL 3 still offers it.
+for (const name of ['createCipheriv', 'createDecipheriv']) {
+  const original = crypto[name];
+  crypto[name] = (algorithm, key, iv, options) => (algorithm === 'des'
+    ? original('des-ede3-cbc', Buffer.concat([key, key, key]), iv, options)
+    : original(algorithm, key, iv, options));
 }
 
-function receive(content, tmp) {
-  // Resolves with [size, md5] once the body is on disk; rejects if the sender went away first.
+const MAGIC = Buffer.from('TIDEMARK-S3-OBJECT 1\n');
+const MD5_AT = MAGIC.length + '{"md5":"'.length; // the header's MD5 has a fixed place: written last
+const NO_MD5 = '0'.repeat(32);
+const STAGING = '.staging';
+const requestStreams = new AsyncLocalStorage(); // the body streams getObject opened for this request
+
+function header(metadata, md5) {
+  const kept = { ...pick(metadata, S3Object.ALLOWED_METADATA),
+                 ...pickBy(metadata, (v, k) => k.startsWith('x-amz-meta-')) };
+  return Buffer.concat([MAGIC, Buffer.from(`${JSON.stringify({ md5, metadata: kept })}\n`)]);
+}
+
+async function readHeader(fd, size) {
+  // {md5, metadata, offset of the body}; the file is one this store committed, so a header is there.
+  for (const length of [4096, 1 << 20]) {
+    const buf = Buffer.alloc(Math.min(length, size));
+    const { bytesRead } = await fs.read(fd, buf, 0, buf.length, 0);
+    const end = buf.indexOf(10, MAGIC.length);
+    if (!buf.slice(0, MAGIC.length).equals(MAGIC)) break;
+    if (end !== -1) return { ...JSON.parse(buf.slice(MAGIC.length, end).toString()), offset: end + 1 };
+    if (bytesRead < length) break;
+  }
+  throw new Error(`not an object of this store (no header): fd ${fd}`);
+}
+
+async function openObject(store, bucket, key) {
+  // The key's file opened once: header, size and body all belong to one committed version.
+  const fd = await fs.open(store.getResourcePath(bucket, key, 'object'), 'r');
+  try {
+    const stat = await fs.fstat(fd);
+    const head = await readHeader(fd, stat.size);
+    const metadata = { ...head.metadata, etag: JSON.stringify(head.md5),
+                       'last-modified': stat.mtime.toUTCString(), 'content-length': stat.size - head.offset };
+    return { fd, offset: head.offset, metadata };
+  } catch (err) {
+    await fs.close(fd);
+    throw err;
+  }
+}
+
+function receive(content, out) {
+  // Resolves with [size, md5] once the body is written to `out`; rejects if the sender went away first,
+  // also before this was called: a PUT that waited for its key while its client gave up has a request
+  // already closed, whose 'aborted' is past and whose 'end' never comes.
   return new Promise((resolve, reject) => {
     const md5 = crypto.createHash('md5');
     let size = 0;
-    const out = fs.createWriteStream(tmp);
     out.on('error', reject);
-    content.on('error', reject);
-    content.on('aborted', () => reject(new Error('upload aborted by the client')));
+    finished(content, err => { if (err) reject(err); });
     content.on('data', chunk => { md5.update(chunk); size += chunk.length; });
     out.on('finish', () => resolve([size, md5.digest('hex')]));
     content.pipe(out);
   });
 }
 
-FilesystemStore.prototype.putObject = async function putObject(object) {
-  const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
-  await fs.mkdirp(path.dirname(objectPath));
-  const tmp = `${objectPath}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
-  let size;
-  let md5;
+async function commit(root, target, metadata, content, declared) {
+  // Writes the key's whole file under a fresh staged name, then renames it over the key: the commit.
+  const staging = path.join(root, STAGING);
+  await fs.mkdirp(staging);
+  const tmp = path.join(staging, `${crypto.randomBytes(12).toString('hex')}.tmp`);
+  const out = fs.createWriteStream(tmp);
   try {
-    if (Buffer.isBuffer(object.content)) {
-      await fs.writeFile(tmp, object.content);
-      size = object.content.length;
-      md5 = crypto.createHash('md5').update(object.content).digest('hex');
-    } else {
-      [size, md5] = await receive(object.content, tmp);
+    out.write(header(metadata, NO_MD5));
+    const [size, md5] = Buffer.isBuffer(content)
+      ? await new Promise((resolve, reject) => {
+        out.on('error', reject);
+        out.end(content, () => resolve([content.length, crypto.createHash('md5').update(content).digest('hex')]));
+      })
+      : await receive(content, out);
+    if (declared !== undefined && Number(declared) !== size) throw new Error(`short upload: ${size} of ${declared} bytes`);
+    const fd = await fs.open(tmp, 'r+');
+    try {
+      await fs.write(fd, Buffer.from(md5), 0, 32, MD5_AT);
+    } finally {
+      await fs.close(fd);
     }
-    const declared = object.metadata && object.metadata['content-length'];
-    if (declared !== undefined && Number(declared) !== size) {
-      throw new Error(`short upload: ${size} of ${declared} bytes`);
-    }
+    await fs.mkdirp(path.dirname(target));
+    await fs.rename(tmp, target);
+    return { size, md5 };
   } catch (err) {
+    out.destroy(); // an upload cut short leaves its file open otherwise
     await fs.remove(tmp);
     throw err;
   }
-  await fs.rename(tmp, objectPath);
-  await this.putMetadata(object.bucket, object.key, object.metadata, md5);
-  return { size, md5 };
+}
+
+FilesystemStore.prototype.getMetadata = async function getMetadata(bucket, key) {
+  const { fd, metadata } = await openObject(this, bucket, key);
+  await fs.close(fd);
+  return metadata;
 };
 
-const putMetadata = FilesystemStore.prototype.putMetadata;
-FilesystemStore.prototype.putMetadata = async function atomicPutMetadata(bucket, key, metadata, md5) {
-  // Same content as s3rver writes, each file replaced by rename.
-  const staging = Object.create(this);
-  staging.getResourcePath = (b, k, resource) => `${this.getResourcePath(b, k, resource)}.staged`;
-  await putMetadata.call(staging, bucket, key, metadata, md5);
-  for (const resource of ['object.md5', 'metadata.json']) {
-    const staged = `${this.getResourcePath(bucket, key, resource)}.staged`;
-    if (await fs.pathExists(staged)) await fs.rename(staged, this.getResourcePath(bucket, key, resource));
+FilesystemStore.prototype.getObject = async function getObject(bucket, key, options) {
+  let opened;
+  try {
+    opened = await openObject(this, bucket, key);
+  } catch (err) {
+    if (err.code === 'ENOENT') return null;
+    throw err;
   }
+  const { fd, offset, metadata } = opened;
+  const lastByte = Math.max(0, Number(metadata['content-length']) - 1);
+  const range = { start: (options && options.start) || 0,
+                  end: Math.min((options && options.end) || Infinity, lastByte) };
+  const ranged = options && (options.start !== undefined || options.end);
+  let content = null;
+  if (range.start < 0 || range.end < range.start) {
+    await fs.close(fd); // the range is not satisfiable: s3rver answers InvalidRange
+  } else {
+    content = fs.createReadStream(null, { fd, start: offset + range.start, end: offset + range.end });
+    const opened = requestStreams.getStore();
+    if (opened) opened.push(content);
+  }
+  const object = new S3Object(bucket, key, content, metadata);
+  if (ranged) object.range = range;
+  return object;
+};
+
+FilesystemStore.prototype.putObject = async function putObject(object) {
+  const target = this.getResourcePath(object.bucket, object.key, 'object');
+  const declared = object.metadata && object.metadata['content-length'];
+  return commit(this.rootDirectory, target, object.metadata, object.content, declared);
+};
+
+FilesystemStore.prototype.copyObject = async function copyObject(srcBucket, srcKey, destBucket, destKey, replacement) {
+  const source = await this.getObject(srcBucket, srcKey);
+  if (source === null) throw Object.assign(new Error(`no such key ${srcKey}`), { code: 'ENOENT' });
+  const body = source.content === null ? Buffer.alloc(0) : source.content;
+  await commit(this.rootDirectory, this.getResourcePath(destBucket, destKey, 'object'),
+               replacement || source.metadata, body, source.metadata['content-length']);
+  return this.getMetadata(destBucket, destKey);
+};
+
+FilesystemStore.prototype.putMetadata = async function putMetadata() {
+  throw new Error('metadata lives in the object file: every write goes through commit()');
+};
+
+const listBuckets = FilesystemStore.prototype.listBuckets;
+FilesystemStore.prototype.listBuckets = async function bucketsWithoutStaging() {
+  return (await listBuckets.call(this)).filter(b => b.name !== STAGING);
 };
 
 const keyLocks = new Map();
@@ -108,7 +210,7 @@ async function failedCondition(store, bucket, key, headers) {
   if (!noneMatch && !match) return null;
   let etag = null;
   try {
-    etag = (await fs.readFile(store.getResourcePath(bucket, key, 'object.md5'), 'utf8')).trim();
+    etag = unquote((await store.getMetadata(bucket, key)).etag);
   } catch (err) {
     if (err.code !== 'ENOENT') throw err;
   }
@@ -117,6 +219,20 @@ async function failedCondition(store, bucket, key, headers) {
   }
   if (match !== undefined && (etag === null || (match.trim() !== '*' && unquote(match) !== etag))) return 'If-Match';
   return null;
+}
+
+function closeUnsentBodies() {
+  // s3rver opens an object's body before it checks If-None-Match / If-Modified-Since and answers 304
+  // without it; Tansu's watermark reads are nearly all 304. A body not sent is closed here, or every such
+  // answer keeps a file descriptor until the store can open no file at all.
+  return async (ctx, next) => {
+    const opened = [];
+    try {
+      await requestStreams.run(opened, next);
+    } finally {
+      for (const stream of opened) if (ctx.body !== stream) stream.destroy();
+    }
+  };
 }
 
 function conditionalPuts(store) {
@@ -138,15 +254,67 @@ function conditionalPuts(store) {
   };
 }
 
+const SIDECAR = /^(.*)\._S3rver_(object\.md5|metadata\.json)(\.staged)?$/;
+const OLD_STAGED_BODY = /\._S3rver_object\.\d+\.[0-9a-f]+\.tmp$/;
+
+async function readJson(file) {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8'));
+  } catch (err) {
+    return undefined; // absent, or cut short by a kill
+  }
+}
+
+async function convertKey(root, directory, base) {
+  // A key in s3rver's layout: its body file is whole (it was renamed into place), its MD5 is recomputed
+  // from it, its metadata is the newest that parses (a staged file is newer than the one it replaces).
+  const objectPath = path.join(directory, `${base}._S3rver_object`);
+  const body = await fs.readFile(objectPath);
+  if (!body.slice(0, MAGIC.length).equals(MAGIC)) {
+    const metadata = (await readJson(`${path.join(directory, base)}._S3rver_metadata.json.staged`))
+      || (await readJson(`${path.join(directory, base)}._S3rver_metadata.json`)) || {};
+    await commit(root, objectPath, metadata, body, undefined);
+  }
+}
+
+async function recoverDirectory(root, directory) {
+  const names = await fs.readdir(directory);
+  for (const name of names) {
+    const file = path.join(directory, name);
+    if ((await fs.stat(file)).isDirectory()) {
+      if (!name.endsWith('._S3rver_uploads')) await recoverDirectory(root, file);
+    } else if (OLD_STAGED_BODY.test(name)) {
+      await fs.remove(file); // s3rver-layout body never renamed: its PUT was never acknowledged
+    } else if (name.endsWith('._S3rver_object')) {
+      await convertKey(root, directory, name.slice(0, -'._S3rver_object'.length));
+    }
+  }
+  for (const name of names) {
+    const sidecar = SIDECAR.exec(name);
+    if (sidecar) await fs.remove(path.join(directory, name)); // now in the object file
+  }
+}
+
+async function recover(root, bucket) {
+  // Before serving: staged files are PUTs never acknowledged; a store in s3rver's layout (from before this
+  // file, or cut by a kill -9 in any state) becomes one file per key. Each step is a rename or a removal
+  // of what is already elsewhere, so a kill during recovery leaves a state the next start recovers.
+  await fs.remove(path.join(root, STAGING));
+  const bucketPath = path.join(root, bucket);
+  if (await fs.pathExists(bucketPath)) await recoverDirectory(root, bucketPath);
+}
+
 async function main() {
   const [directory, address, port, bucket] = process.argv.slice(2);
   if (!bucket) {
     console.error('usage: serve.js DIRECTORY ADDRESS PORT BUCKET');
     process.exit(2);
   }
+  await recover(directory, bucket);
   const server = new S3rver({ directory, address, port: Number(port), silent: true,
                               configureBuckets: [{ name: bucket, configs: [] }] });
   server.middleware.unshift(conditionalPuts(server.store)); // before s3rver's router writes anything
+  server.middleware.unshift(closeUnsentBodies());
   const where = await server.run();
   console.log(`s3rver listening on ${where.address}:${where.port}, data in ${directory}`);
   const stop = () => server.close(() => process.exit(0));

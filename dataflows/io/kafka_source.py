@@ -84,7 +84,7 @@ class StallWatch:
 
     bound_s: float
     stuck: bool = False
-    failing: str | None = None  # the last error's name while failing
+    failing: str | None = None  # the last error's name (librdkafka's, e.g. UNKNOWN_SERVER_ERROR) while failing
     _quiet_since: float | None = None  # monotonic: last record, fetch error, or lag 0 (or unknown)
     _error_at: float = 0.0
 
@@ -169,7 +169,7 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
         self._delivered_at = time.monotonic()  # of its last record (or its start)
         self._idle_sent_at: float | None = None  # monotonic
         self._watch = StallWatch(stuck_after_s)
-        self._fetch_error: str | None = None  # the last error the latest fetch answered
+        self._fetch_error: KafkaError | None = None  # the last error the latest fetch answered
 
     def _connect(self) -> bool:
         """(Re)build the consumer; False while the broker or topic is not there yet."""
@@ -279,7 +279,7 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
                 self._seek(self.consumer, None)
                 return None
             else:  # librdkafka retries by itself: counted here, logged by _judge once per change
-                self._fetch_error = f"{err.name()}: {err.str()}"
+                self._fetch_error = err
                 metrics.SOURCE_FETCH_ERRORS.labels(self.topic, str(self.partition), err.name()).inc()
         return records
 
@@ -306,7 +306,8 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
 
     def _judge(self, records: bool, lag: int | None) -> None:
         """Log a partition that became stuck or failing, or recovered from it, once per change."""
-        stuck_changed, failing_changed = self._watch.observe(time.monotonic(), lag, records, self._fetch_error)
+        error = self._fetch_error.name() if self._fetch_error is not None else None  # its text may vary: not state
+        stuck_changed, failing_changed = self._watch.observe(time.monotonic(), lag, records, error)
         if not (stuck_changed or failing_changed):
             return
         assert self.consumer is not None
@@ -317,9 +318,9 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
                         "buffer waits for it", where, self._watch.bound_s)  # fmt: skip
         elif stuck_changed:
             log.warning("%s is no longer stuck (%s)", where, "records arrive" if records else
-                        "fetches answer an error" if self._fetch_error else "caught up")  # fmt: skip
-        if failing_changed and self._watch.failing:
-            log.warning("%s: fetches fail (%s); librdkafka retries", where, self._watch.failing)
+                        "fetches answer an error" if error else "caught up")  # fmt: skip
+        if failing_changed and self._fetch_error is not None:  # failing starts or changes only on an error
+            log.warning("%s: fetches fail (%s: %s); librdkafka retries", where, error, self._fetch_error.str())
         elif failing_changed:
             log.warning("%s: fetches work again", where)
         metrics.SOURCE_STUCK.labels(self.topic, str(self.partition)).set(int(self._watch.stuck))

@@ -38,6 +38,12 @@ CONSUMER_LAG = Gauge("tidemark_consumer_lag_messages", "End offset minus consume
 SOURCE_RESETS = Counter("tidemark_source_resets_total",
                         "Capture partitions found recreated or truncated below the position the dataflow held "
                         "(reason: recreated, truncated, expired).", ["topic", "partition", "reason"])  # fmt: skip
+SOURCE_STUCK = Gauge("tidemark_source_stuck", "1 while a capture partition is behind its end with no record nor "
+                     "fetch error for longer than source_stuck_after_s (it holds the reorder buffer).",
+                     ["topic", "partition"])  # fmt: skip
+SOURCE_FETCH_ERRORS = Counter("tidemark_source_fetch_errors_total",
+                              "Errors capture-partition fetches answered (librdkafka retries them), by error name.",
+                              ["topic", "partition", "reason"])  # fmt: skip
 RECORDS = Counter("tidemark_dataflow_records_total", "Records through each stage, by outcome.", ["stage", "outcome"])
 DLQ_RECORDS = Counter("tidemark_dlq_records_total", "Dead letters written, by stage and error class.", ["stage", "reason"])
 E2E_LATENCY = Histogram("tidemark_e2e_latency_seconds", "Source commit to output acknowledged by its target.",

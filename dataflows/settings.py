@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         180.0, ge=0, description="How long `down` waits for the dataflow to drain after stopping the captures "
         "(a source that stopped sending heartbeats holds the reorder buffer up to its stall hold, 60 s by default).",
     )
+    source_stuck_after_s: float = Field(
+        60.0, gt=0, description="A capture partition behind its end that gets no record nor fetch error for this "
+        "long is logged as stuck and sets tidemark_source_stuck (alert TidemarkSourceStuck).",
+    )
     reset_policy: Literal["resnapshot", "reread"] = Field(
         "resnapshot",
         description="What the dataflow does when a capture topic was recreated or truncated under it (always "

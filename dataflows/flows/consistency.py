@@ -51,6 +51,7 @@ class FlowConfig:
     kafka_properties: dict[str, str] = field(default_factory=dict)  # librdkafka properties (io/kafka_client.py)
     # The core partitioned by golden customer over every worker (flows/partitioned.py), or one serial key.
     partitioned: bool = True
+    stuck_after_s: float = 60.0  # see io/kafka_source.py, StallWatch
 
 
 class Decoder:
@@ -136,7 +137,8 @@ def build_flow(config: FlowConfig) -> Dataflow:
     idle_s = config.policy.reorder.idle_timeout_ms / 1000
     inputs = {**topics, STEWARDSHIP_TOPIC: 1}
     raw = op.input("capture", flow, CaptureSource(config.bootstrap, inputs, config.group, idle_s=idle_s,
-                                                     on_reset=config.on_reset, properties=config.kafka_properties))
+                                                     on_reset=config.on_reset, properties=config.kafka_properties,
+                                                     stuck_after_s=config.stuck_after_s))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))
     branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
     policy = config.policy

@@ -72,6 +72,37 @@ class PartitionIdle:
     judged_at: float
 
 
+@dataclass(slots=True)
+class StallWatch:
+    """Pure judge of one partition's health, fed once per poll; it reports changes only, so each is logged once.
+
+    Stuck: behind its end (lag > 0) with no record and no fetch error for longer than `bound_s` (a fetch that
+    answers nothing and no error: seen on the local broker after kills, with offsets past the readable
+    records). Idleness needs lag 0, so without this such a partition would hold the reorder buffer silently.
+    Failing: its fetches answer errors (librdkafka retries them itself), until a record arrives or no error
+    came for `bound_s`."""
+
+    bound_s: float
+    stuck: bool = False
+    failing: str | None = None  # the last error's name (librdkafka's, e.g. UNKNOWN_SERVER_ERROR) while failing
+    _quiet_since: float | None = None  # monotonic: last record, fetch error, or lag 0 (or unknown)
+    _error_at: float = 0.0
+
+    def observe(self, now: float, lag: int | None, records: bool, error: str | None) -> tuple[bool, bool]:
+        """-> (stuck changed, failing changed) after this poll."""
+        if records or error is not None or not lag or self._quiet_since is None:
+            self._quiet_since = now
+        stuck = bool(lag) and now - self._quiet_since > self.bound_s
+        failing = self.failing
+        if error is not None:
+            failing, self._error_at = error, now
+        elif records or now - self._error_at > self.bound_s:
+            failing = None
+        changed = (stuck != self.stuck, failing != self.failing)
+        self.stuck, self.failing = stuck, failing
+        return changed
+
+
 Signal = RawRecord | PartitionReady | PartitionIdle
 # What a partition's snapshot keeps: the next offset and the topic id it belongs to (a bare offset, or
 # None, from snapshots taken before topic ids were kept).
@@ -118,7 +149,8 @@ class TopicIds:
 class _PartitionReader(StatefulSourcePartition[Signal, State]):
     def __init__(self, bootstrap: str, group: str, tp: TopicPartition, resume: State, batch: int,
                  idle_s: float = 2.0, on_reset: ResetHandler | None = None,
-                 properties: Mapping[str, str] | None = None, topic_ids: TopicIds | None = None) -> None:  # fmt: skip
+                 properties: Mapping[str, str] | None = None, topic_ids: TopicIds | None = None,
+                 stuck_after_s: float = 60.0) -> None:  # fmt: skip
         self.bootstrap, self.group, self.batch, self.idle_s = bootstrap, group, batch, idle_s
         self.topic, self.partition = tp.topic, tp.partition
         self.next_offset, self.topic_id = resume if isinstance(resume, tuple) else (resume, None)
@@ -136,6 +168,8 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
         self._ready_sent = False
         self._delivered_at = time.monotonic()  # of its last record (or its start)
         self._idle_sent_at: float | None = None  # monotonic
+        self._watch = StallWatch(stuck_after_s)
+        self._fetch_error: KafkaError | None = None  # the last error the latest fetch answered
 
     def _connect(self) -> bool:
         """(Re)build the consumer; False while the broker or topic is not there yet."""
@@ -235,7 +269,7 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
     def _fetch(self) -> list[Message] | None:
         """What librdkafka has fetched so far (never waits); None after an out-of-range answer (a reset)."""
         assert self.consumer is not None
-        records = []
+        records, self._fetch_error = [], None
         for m in self.consumer.consume(self.batch, timeout=0):
             err = m.error()
             if err is None:
@@ -244,8 +278,9 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
                 self._reset("out_of_range", self._end(), f"the broker answered offset out of range ({err.str()})")
                 self._seek(self.consumer, None)
                 return None
-            else:  # librdkafka reconnects by itself; the error is worth a line, not a new consumer
-                log.warning("fetch from %s[%d] failed: %s", self.topic, self.partition, err.str())
+            else:  # librdkafka retries by itself: counted here, logged by _judge once per change
+                self._fetch_error = err
+                metrics.SOURCE_FETCH_ERRORS.labels(self.topic, str(self.partition), err.name()).inc()
         return records
 
     def next_batch(self) -> list[Signal]:
@@ -262,11 +297,33 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
         if end is not None:
             lag = max(end - (self.next_offset if self.next_offset is not None else 0), 0)
             metrics.CONSUMER_LAG.labels(self.topic, str(self.partition)).set(lag)
+        self._judge(bool(records), lag)
         # Asked again at once while records flow; after a short pause when nothing was queued.
         self._idle_until = None if records else datetime.now(timezone.utc) + timedelta(seconds=POLL_PAUSE_S)
         return self._signals(records, lag) + [
             RawRecord(self.topic, self.partition, r.offset(), r.key(), r.value()) for r in records
         ]
+
+    def _judge(self, records: bool, lag: int | None) -> None:
+        """Log a partition that became stuck or failing, or recovered from it, once per change."""
+        error = self._fetch_error.name() if self._fetch_error is not None else None  # its text may vary: not state
+        stuck_changed, failing_changed = self._watch.observe(time.monotonic(), lag, records, error)
+        if not (stuck_changed or failing_changed):
+            return
+        assert self.consumer is not None
+        start, end = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), cached=True)
+        where = f"{self.topic}[{self.partition}] at offset {self.next_offset} (partition offsets {start}..{end})"
+        if stuck_changed and self._watch.stuck:
+            log.warning("%s is stuck: behind its end and no record nor fetch error for %.0fs; the reorder "
+                        "buffer waits for it", where, self._watch.bound_s)  # fmt: skip
+        elif stuck_changed:
+            log.warning("%s is no longer stuck (%s)", where, "records arrive" if records else
+                        "fetches answer an error" if error else "caught up")  # fmt: skip
+        if failing_changed and self._fetch_error is not None:  # failing starts or changes only on an error
+            log.warning("%s: fetches fail (%s: %s); librdkafka retries", where, error, self._fetch_error.str())
+        elif failing_changed:
+            log.warning("%s: fetches work again", where)
+        metrics.SOURCE_STUCK.labels(self.topic, str(self.partition)).set(int(self._watch.stuck))
 
     def _signals(self, records: list[Message], lag: int | None) -> list[Signal]:
         """PartitionReady once per start, PartitionIdle every idle timeout while at the end and quiet."""
@@ -307,13 +364,14 @@ class CaptureSource(FixedPartitionedSource[Signal, State]):
     `batch` bounds what one partition hands over per poll: Bytewax has no backpressure, and with 2,000
     a backlog reached the core in batches of 12,000+ changes whose outputs took over 1 GiB at once.
     `on_reset`: the reset policy, called with topic, partition and reason when a reset is detected.
-    `properties`: the user's librdkafka properties (TLS, SASL, tuning), see io/kafka_client.py."""
+    `properties`: the user's librdkafka properties (TLS, SASL, tuning), see io/kafka_client.py.
+    `stuck_after_s`: see StallWatch."""
 
     def __init__(self, bootstrap: str, topics: dict[str, int], group: str, batch: int = 1000,
                  idle_s: float = 2.0, on_reset: ResetHandler | None = None,
-                 properties: Mapping[str, str] | None = None) -> None:  # fmt: skip
+                 properties: Mapping[str, str] | None = None, stuck_after_s: float = 60.0) -> None:  # fmt: skip
         self.bootstrap, self.topics, self.group, self.batch, self.idle_s = bootstrap, topics, group, batch, idle_s
-        self.on_reset, self.properties = on_reset, dict(properties or {})
+        self.on_reset, self.properties, self.stuck_after_s = on_reset, dict(properties or {}), stuck_after_s
         self._topic_ids: TopicIds | None = None  # one per process, built with its first partition
 
     def list_parts(self) -> list[str]:
@@ -324,4 +382,5 @@ class CaptureSource(FixedPartitionedSource[Signal, State]):
         if self._topic_ids is None:
             self._topic_ids = TopicIds(client_config(self.bootstrap, self.properties, client_id=f"{self.group}-admin"))
         return _PartitionReader(self.bootstrap, self.group, TopicPartition(topic, int(partition)), resume_state,
-                                self.batch, self.idle_s, self.on_reset, self.properties, self._topic_ids)  # fmt: skip
+                                self.batch, self.idle_s, self.on_reset, self.properties, self._topic_ids,
+                                self.stuck_after_s)  # fmt: skip

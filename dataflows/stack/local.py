@@ -408,6 +408,7 @@ class LocalStack:
             "TIDEMARK_SNAPSHOT_INTERVAL_S": str(s.snapshot_interval_s),
             "TIDEMARK_SUPERVISE": str(s.supervise).lower(),
             "TIDEMARK_RESET_POLICY": s.reset_policy,
+            "TIDEMARK_SOURCE_STUCK_AFTER_S": str(s.source_stuck_after_s),
             # References only (literal secrets are refused), so the environment holds no secret.
             "TIDEMARK_KAFKA_PROPERTIES": json.dumps(s.kafka_properties),
         }

@@ -119,20 +119,24 @@ def audit(topic: str, partition: int, ends: tuple[int, int | None], offsets: set
 def broker_offsets(bootstrap: str, stuck_s: float = 30.0) -> list[PartitionOffsets]:
     """Every partition of every topic, read from its start until each reader reached the end offset, or
     nothing new came for `stuck_s` (a partition whose end lies past its records never gets there)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    consumer = build(Consumer, client_config(bootstrap, None, group_id="tidemark-offset-audit",
+                                             enable_auto_commit=False, fetch_wait_max_ms=50))  # fmt: skip
     try:
-        tps = [TopicPartition(t, p) for t in sorted(consumer.topics()) for p in consumer.partitions_for_topic(t) or ()]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        seen: dict[TopicPartition, set[int]] = {tp: set() for tp in tps}
+        listed = consumer.list_topics(timeout=10).topics
+        keys = sorted((t, p) for t, m in listed.items() if m.error is None for p in m.partitions)
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in keys])
+        ends = {k: consumer.get_watermark_offsets(TopicPartition(*k), timeout=10)[1] for k in keys}  # ListOffsets
+        seen: dict[tuple[str, int], set[int]] = {k: set() for k in keys}
+        position = dict.fromkeys(keys, 0)
         progress = time.monotonic()
-        while time.monotonic() - progress < stuck_s and any(
-            consumer.position(tp) < max(ends[tp], consumer.highwater(tp) or 0) for tp in tps
-        ):
-            for tp, records in consumer.poll(timeout_ms=200, max_records=10000).items():
-                seen[tp].update(r.offset for r in records)
-                progress = time.monotonic()
-        return [audit(tp.topic, tp.partition, (ends[tp], consumer.highwater(tp)), seen[tp]) for tp in tps]
+        while time.monotonic() - progress < stuck_s and any(position[k] < ends[k] for k in keys):
+            for m in consumer.consume(10_000, timeout=0.2):
+                if m.error() is None:
+                    seen[k := (m.topic(), m.partition())].add(m.offset())
+                    position[k], progress = m.offset() + 1, time.monotonic()
+        # cached: the high watermark the last fetch answer carried, which a reader's lag goes by
+        fetched = {k: consumer.get_watermark_offsets(TopicPartition(*k), cached=True)[1] for k in keys}
+        return [audit(t, p, (ends[(t, p)], fetched[(t, p)] if fetched[(t, p)] >= 0 else None), seen[(t, p)])
+                for t, p in keys]  # fmt: skip
     finally:
         consumer.close()

@@ -129,14 +129,14 @@ def broker_offsets(bootstrap: str, stuck_s: float = 30.0) -> list[PartitionOffse
         seen: dict[tuple[str, int], set[int]] = {k: set() for k in keys}
         position = dict.fromkeys(keys, 0)
         progress = time.monotonic()
-        while time.monotonic() - progress < stuck_s and any(position[k] < ends[k] for k in keys):
+        # cached: the high watermark the last fetch answer carried (Tansu's ListOffsets end can be low)
+        fetched = lambda k: consumer.get_watermark_offsets(TopicPartition(*k), cached=True)[1]  # noqa: E731
+        while time.monotonic() - progress < stuck_s and any(position[k] < max(ends[k], fetched(k)) for k in keys):
             for m in consumer.consume(10_000, timeout=0.2):
                 if m.error() is None:
                     seen[k := (m.topic(), m.partition())].add(m.offset())
                     position[k], progress = m.offset() + 1, time.monotonic()
-        # cached: the high watermark the last fetch answer carried, which a reader's lag goes by
-        fetched = {k: consumer.get_watermark_offsets(TopicPartition(*k), cached=True)[1] for k in keys}
-        return [audit(t, p, (ends[(t, p)], fetched[(t, p)] if fetched[(t, p)] >= 0 else None), seen[(t, p)])
+        return [audit(t, p, (ends[(t, p)], high if (high := fetched((t, p))) >= 0 else None), seen[(t, p)])
                 for t, p in keys]  # fmt: skip
     finally:
         consumer.close()

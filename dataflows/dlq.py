@@ -20,7 +20,7 @@ import psycopg
 from confluent_kafka import Producer
 from psycopg.rows import dict_row
 
-from dataflows.io.kafka_client import Outgoing, build, deliver, producer_config
+from dataflows.io.kafka_client import REPLAY_HEADER, Outgoing, build, deliver, producer_config
 
 from dataflows.targets.dead_letters import STATES, TABLE, ensure_table
 
@@ -116,7 +116,7 @@ def replay(bootstrap: str, conninfo: str, records: list[dict[str, Any]],
                      "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,))  # fmt: skip
         rows = conn.execute(f"SELECT dead_letter_id, topic, record_key, record_value FROM {TABLE} "  # noqa: S608
                             "WHERE dead_letter_id = ANY(%s::uuid[])", (ids,)).fetchall()  # fmt: skip
-        delivery = deliver(producer, [Outgoing(topic, key, value, headers=(("tidemark-replay-of", str(i).encode()),))
+        delivery = deliver(producer, [Outgoing(topic, key, value, headers=((REPLAY_HEADER, str(i).encode()),))
                                       for i, topic, key, value in rows], 70)  # fmt: skip
         if delivery.failed:
             msg = f"{delivery.failed} of {len(rows)} replays not acknowledged: {delivery.first_error}"

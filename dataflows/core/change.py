@@ -35,6 +35,7 @@ class CanonicalChange:
     commit_resolution_us: int = 0  # see ingest.decode.ChangeRecord: ordering takes the latest possible commit time
     origin: Any = field(default=None, compare=False)  # where it came from (Kafka coordinates), for the DLQ
     snapshot_last: bool = False  # the final row of a whole snapshot of its source (see core.resnapshot)
+    replayed: bool = False  # re-injected from the DLQ: applied again even at a position already seen
 
 
 def stable_id(basis: str) -> str:

@@ -139,6 +139,10 @@ class ConsistencyCore:
         """Dedupe, echo, the row's source customer and its golden customer: the part of a change's
         processing that spans customers. None when nothing more is to be done."""
         verdict = self.marks.check(change.source, change.table, change.entity_key, change.position, change.snapshot)
+        # A replayed dead letter is applied again: a change that failed in the partitioned core's customer
+        # step kept its mark here. Field versions make a second application of an applied change a no-op.
+        if verdict is Verdict.DUPLICATE and change.replayed:
+            verdict = Verdict.NEW
         self.snapshots.observe(change, verdict is Verdict.NEW)
         if verdict is not Verdict.NEW:
             return None

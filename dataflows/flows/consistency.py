@@ -107,7 +107,7 @@ class Decoder:
             reason = (f"mapped row of about {kept} bytes (record {received}) exceeds the {self.max_record_bytes}-byte "
                       "limit (TIDEMARK_MAX_RECORD_BYTES)")  # fmt: skip
             return dead_letter_out("map", "oversized", reason, source, origin)
-        return replace(change, origin=origin)
+        return replace(change, origin=origin, replayed=raw.replay)
 
     def _steward(self, raw: Signal) -> CoreInput | KafkaOut | None:
         if isinstance(raw, PartitionReady):

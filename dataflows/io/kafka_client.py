@@ -32,6 +32,8 @@ OWNED = frozenset({
     "enable.gapless.guarantee", "partitioner",
 })  # fmt: skip
 
+REPLAY_HEADER = "tidemark-replay-of"  # set by `tidemark dlq replay` on each record it re-injects
+
 
 class KafkaConfigError(ValueError):
     """A client property Tidemark cannot accept; the message never contains a secret value."""

@@ -27,7 +27,7 @@ from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcept
 from confluent_kafka.admin import AdminClient
 
 from dataflows import metrics
-from dataflows.io.kafka_client import build, client_config, topic_id_text
+from dataflows.io.kafka_client import REPLAY_HEADER, build, client_config, topic_id_text
 
 log = logging.getLogger(__name__)
 # Measured against the durable local broker (README, "Kafka clients"): only a smaller prefetch cap read as
@@ -48,6 +48,11 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    replay: bool = False  # re-injected by `tidemark dlq replay` (header REPLAY_HEADER)
+
+
+def _replayed(headers: list[tuple[str, bytes]] | None) -> bool:
+    return headers is not None and any(name == REPLAY_HEADER for name, _ in headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +306,8 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
         # Asked again at once while records flow; after a short pause when nothing was queued.
         self._idle_until = None if records else datetime.now(timezone.utc) + timedelta(seconds=POLL_PAUSE_S)
         return self._signals(records, lag) + [
-            RawRecord(self.topic, self.partition, r.offset(), r.key(), r.value()) for r in records
+            RawRecord(self.topic, self.partition, r.offset(), r.key(), r.value(), _replayed(r.headers()))
+            for r in records
         ]
 
     def _judge(self, records: bool, lag: int | None) -> None:

@@ -165,6 +165,34 @@ def test_a_record_that_fails_to_apply_is_dead_lettered_and_the_core_goes_on(run,
     assert types(replayed) == ["CustomerCreated"]
 
 
+def test_a_dead_letter_from_the_partitioned_customer_step_applies_when_replayed(run, monkeypatch) -> None:
+    # The sequencer marked the change seen before its customer key failed to apply it: only the DLQ's
+    # replay flag lets it through again; a plain redelivery stays a duplicate.
+    from dataclasses import replace
+
+    import dataflows.core.records as core_module
+    from dataflows.core.partitioned import LocalPartitioned
+
+    world, _, _ = run
+    core = LocalPartitioned(POLICY)
+    real = core_module.apply_change
+    monkeypatch.setattr(core_module, "apply_change", lambda *a: (_ for _ in ()).throw(OverflowError("out of range")))
+    bad = world.write("crm", "accounts", 1, {"name": "Zeta"})
+    out = core.submit_batch([bad], 0.0)
+    out.extend(core.flush())
+    assert [cls for _, cls, _ in out.errors] == ["apply_failed"]
+    monkeypatch.setattr(core_module, "apply_change", real)
+    again = core.submit_batch([bad], 0.0)
+    again.extend(core.flush())
+    assert types(again) == []
+    replayed = core.submit_batch([replace(bad, replayed=True)], 0.0)
+    replayed.extend(core.flush())
+    assert types(replayed) == ["CustomerCreated"]
+    twice = core.submit_batch([replace(bad, replayed=True)], 0.0)  # replayed again: no second effect
+    twice.extend(core.flush())
+    assert types(twice) == [] and twice.customers == []
+
+
 # -- the owner's last value survives any interleaving ------------------------------------------------
 OWNED = {"legal_name": ["Acme GmbH", None], "country": ["DE", "AT", None], "credit_status": ["ok", "hold"]}
 CRM_SIDE = {"name": ["Acme", "Acme GmbH"], "country": ["DE", "AT", None], "credit_status": ["ok", "hold", None]}

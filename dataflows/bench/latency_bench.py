@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from dataflows.io.kafka_client import build, client_config
 from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
 from dataflows.stack.scrape import dataflow_detail, drained, scrape
@@ -96,22 +97,22 @@ class EventClock:
     """Reads the lifecycle topic and keeps (commit time, latency) of every credit event, first copy only."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                      auto_offset_reset="earliest", fetch_max_wait_ms=50)  # fmt: skip
-        parts = [TopicPartition(LIFECYCLE_TOPIC, p) for p in self.consumer.partitions_for_topic(LIFECYCLE_TOPIC) or ()]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_end(*parts)
+        self.consumer = build(Consumer, client_config(bootstrap, None, group_id="tidemark-latency",
+                                                      enable_auto_commit=False, fetch_wait_max_ms=50))  # fmt: skip
+        listed = self.consumer.list_topics(LIFECYCLE_TOPIC, timeout=10).topics[LIFECYCLE_TOPIC]
+        self.consumer.assign([TopicPartition(LIFECYCLE_TOPIC, p, OFFSET_END) for p in listed.partitions])
         self.seen: dict[str, tuple[float, float]] = {}
 
     def poll(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            for batch in self.consumer.poll(timeout_ms=200).values():
-                for m in batch:
-                    e = orjson.loads(m.value)
-                    if e["event_type"] in CREDIT_EVENTS and e["event_id"] not in self.seen:
-                        committed = datetime.fromisoformat(e["occurred_at"]).timestamp()
-                        self.seen[e["event_id"]] = (committed, m.timestamp / 1000 - committed)
+            for m in self.consumer.consume(10_000, timeout=0.2):
+                if m.error() is not None:
+                    continue
+                e = orjson.loads(m.value())
+                if e["event_type"] in CREDIT_EVENTS and e["event_id"] not in self.seen:
+                    committed = datetime.fromisoformat(e["occurred_at"]).timestamp()
+                    self.seen[e["event_id"]] = (committed, m.timestamp()[1] / 1000 - committed)
 
     def wait_for(self, start: float, end: float, count: int, quiet_s: float = 30.0) -> None:
         """Until `count` events committed in [start, end) arrived, or none came for `quiet_s`."""

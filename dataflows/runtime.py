@@ -25,7 +25,6 @@ from bytewax.run import cli_main
 from dataflows import metrics
 from dataflows.capture.resnapshot import request_resnapshot
 from dataflows.config.policy import build_policy
-from dataflows.config.connectors import capture_topics
 from dataflows.flows.consistency import FlowConfig, build_flow
 from dataflows.io.sinks import ensure_topics
 from dataflows.stack.local import LocalStack

@@ -10,13 +10,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 
-from dataflows.outputs import DLQ_TOPIC, GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
+from dataflows.outputs import GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
 from tests.support.kafka import TopicReader, produce
 from tests.support.waiting import wait_until

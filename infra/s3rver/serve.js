@@ -46,6 +46,7 @@ const MAGIC = Buffer.from('TIDEMARK-S3-OBJECT 1\n');
 const MD5_AT = MAGIC.length + '{"md5":"'.length; // the header's MD5 has a fixed place: written last
 const NO_MD5 = '0'.repeat(32);
 const STAGING = '.staging';
+const LAYOUT_MARKER = '.one-file-per-key'; // in the store's root: every key is in this file's layout
 const requestStreams = new AsyncLocalStorage(); // the body streams getObject opened for this request
 
 function header(metadata, md5) {
@@ -120,6 +121,7 @@ async function commit(root, target, metadata, content, declared) {
     }
     await fs.mkdirp(path.dirname(target));
     await fs.rename(tmp, target);
+    noteCommitted(root, target);
     return { size, md5 };
   } catch (err) {
     out.destroy(); // an upload cut short leaves its file open otherwise
@@ -182,6 +184,195 @@ FilesystemStore.prototype.putMetadata = async function putMetadata() {
 const listBuckets = FilesystemStore.prototype.listBuckets;
 FilesystemStore.prototype.listBuckets = async function bucketsWithoutStaging() {
   return (await listBuckets.call(this)).filter(b => b.name !== STAGING);
+};
+
+// Listings. Tansu lists every batch object of a partition on each fetch that is behind the high
+// watermark, page after page. s3rver walks the directory with readdirSync and statSync for every page and
+// opens every listed object for its metadata, all on the one event-loop thread: at 9,000 objects a
+// partition took 1.3 s to list, so a consumer with lag spent the store's whole time on listings, commits
+// of the group's offsets timed out behind them, and the consumer read almost nothing (the wedge of the
+// chaos runs). Here each directory's entries are read once and then kept up to date by this process's own
+// commits and deletes (nothing else writes the store), and each object's listing metadata is read once
+// per version: a page costs memory lookups only. The walk is in S3's key order (a directory `a` sorts as
+// `a/`, after the key `a.json`), and a delimiter folds a whole subdirectory into its common prefix, as S3
+// does (s3rver did neither).
+const OBJECT_SUFFIX = '._S3rver_object';
+const directories = new Map(); // directory path -> [{name, dir, order}] sorted by `order`
+const listed = new Map(); // object file path -> {etag, size, mtime} of the version committed last
+let changes = 0; // commits and deletes so far: a directory read while one happened may miss it
+
+function entry(name, dir) {
+  const order = dir ? `${name}/` : name.endsWith(OBJECT_SUFFIX) ? name.slice(0, -OBJECT_SUFFIX.length) : name;
+  return { name, dir, order: FilesystemStore.decodeKeyPath(order) };
+}
+
+async function readEntries(dirPath) {
+  try {
+    return (await fs.readdir(dirPath, { withFileTypes: true })).map(d => entry(d.name, d.isDirectory()))
+      .sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0));
+  } catch (err) {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+async function entries(dirPath) {
+  const cached = directories.get(dirPath);
+  if (cached !== undefined) return cached;
+  for (let attempt = 0; ; attempt += 1) {
+    const before = changes;
+    const read = await readEntries(dirPath);
+    if (directories.has(dirPath)) return directories.get(dirPath); // another listing cached it meanwhile
+    if (changes === before) {
+      directories.set(dirPath, read);
+      return read;
+    }
+    if (attempt === 3) return read; // the store is busy writing: serve this read, cache a later one
+  }
+}
+
+function lowerBound(list, order) {
+  // The index of the first entry not before `order`.
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].order < order) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+function sortedInsert(list, item) {
+  const at = lowerBound(list, item.order);
+  if (list[at] && list[at].name === item.name) list[at] = item; else list.splice(at, 0, item);
+}
+
+function firstAfter(list, keyDir, startAfter) {
+  // Where a page resumes in a directory: entries whose keys all sort before startAfter are skipped by a
+  // binary search, so listing a partition page by page costs O(page), not O(objects) a page.
+  if (!startAfter.startsWith(keyDir)) return 0;
+  const rest = startAfter.slice(keyDir.length);
+  const at = lowerBound(list, rest);
+  const previous = list[at - 1];
+  return previous && previous.dir && rest.startsWith(previous.order) ? at - 1 : at; // startAfter is inside it
+}
+
+function noteCommitted(root, target) {
+  // A rename made `target`: its directory (and each new directory above it) gains an entry, if cached.
+  changes += 1;
+  listed.delete(target);
+  let child = entry(path.basename(target), false);
+  for (let dir = path.dirname(target); dir.startsWith(root) && dir !== root; dir = path.dirname(dir)) {
+    const cached = directories.get(dir);
+    if (cached !== undefined) {
+      const before = cached.length;
+      sortedInsert(cached, child);
+      if (cached.length === before) return; // it was there already, and so was everything above it
+    }
+    child = entry(path.basename(dir), true);
+  }
+}
+
+function forget(root, file) {
+  // A delete: the object's listing metadata and every cached directory from its own up to the root
+  // (s3rver removes directories left empty) are read again when next listed.
+  changes += 1;
+  listed.delete(file);
+  for (let dir = path.dirname(file); dir.startsWith(root); dir = path.dirname(dir)) {
+    directories.delete(dir);
+    if (dir === root) break;
+  }
+}
+
+async function hasObject(dirPath) {
+  for (const e of await entries(dirPath)) {
+    if (e.dir ? await hasObject(path.join(dirPath, e.name)) : e.name.endsWith(OBJECT_SUFFIX)) return true;
+  }
+  return false;
+}
+
+async function* walk(dirPath, keyDir, query) {
+  // {key} of every object and {prefix} of every subdirectory a delimiter folds, in S3's key order.
+  const { prefix, delimiter, startAfter } = query;
+  const list = await entries(dirPath);
+  for (let i = firstAfter(list, keyDir, startAfter); i < list.length; i += 1) {
+    const e = list[i];
+    if (!e.dir) {
+      if (e.name.endsWith(OBJECT_SUFFIX)) yield { key: keyDir + e.order };
+      continue;
+    }
+    const sub = keyDir + e.order;
+    if (!sub.startsWith(prefix) && !prefix.startsWith(sub)) continue;
+    if (sub < startAfter && !startAfter.startsWith(sub)) continue; // every key under it is before startAfter
+    const cut = delimiter && sub.startsWith(prefix) ? sub.indexOf(delimiter, prefix.length) : -1;
+    if (cut === -1) yield* walk(path.join(dirPath, e.name), sub, query);
+    else if (await hasObject(path.join(dirPath, e.name))) yield { prefix: sub.slice(0, cut + delimiter.length) };
+  }
+}
+
+async function listingMetadata(store, bucket, key) {
+  const file = store.getResourcePath(bucket, key, 'object');
+  let known = listed.get(file);
+  if (known === undefined) {
+    const before = changes;
+    const metadata = await store.getMetadata(bucket, key);
+    known = { etag: metadata.etag, size: metadata['content-length'], mtime: metadata['last-modified'] };
+    if (changes === before) listed.set(file, known); // else it may be the version just replaced
+  }
+  return { etag: known.etag, 'content-length': known.size, 'last-modified': known.mtime };
+}
+
+async function listKeys(bucketPath, query, maxKeys) {
+  // The page: keys after startAfter under prefix (at most maxKeys) and the common prefixes before its end.
+  const { prefix, delimiter, startAfter } = query;
+  const keys = [];
+  const prefixes = new Set();
+  for await (const item of walk(bucketPath, '', query)) {
+    const cut = item.key !== undefined && delimiter ? item.key.indexOf(delimiter, prefix.length) : -1;
+    const folded = item.prefix !== undefined ? item.prefix : cut !== -1 ? item.key.slice(0, cut + delimiter.length) : null;
+    if (folded !== null) {
+      if (folded > startAfter) prefixes.add(folded);
+    } else if (item.key <= startAfter || !item.key.startsWith(prefix) || item.key <= keys[keys.length - 1]) {
+      continue; // the last test: a commit inserted before the walk's place and shifted the entry it revisits
+    } else if (keys.length < maxKeys) {
+      keys.push(item.key);
+    } else {
+      // The next page starts after this page's last key: the prefixes after it are that page's.
+      return { keys, prefixes: [...prefixes].filter(p => p < keys[keys.length - 1]), isTruncated: true };
+    }
+  }
+  return { keys, prefixes: [...prefixes], isTruncated: false };
+}
+
+FilesystemStore.prototype.listObjects = async function listObjects(bucket, options) {
+  const { delimiter = '', startAfter = '', prefix = '', maxKeys = Infinity } = options;
+  const page = await listKeys(this.getBucketPath(bucket), { prefix, delimiter, startAfter }, maxKeys);
+  const metadata = await Promise.all(page.keys.map(key => listingMetadata(this, bucket, key).catch(err => {
+    if (err.code === 'ENOENT') return undefined; // deleted since its directory was read
+    throw err;
+  })));
+  const objects = page.keys.map((key, i) => metadata[i] && new S3Object(bucket, key, null, metadata[i])).filter(Boolean);
+  return { objects, commonPrefixes: page.prefixes.sort(), isTruncated: page.isTruncated };
+};
+
+const deleteObject = FilesystemStore.prototype.deleteObject;
+FilesystemStore.prototype.deleteObject = async function forgettingDelete(bucket, key) {
+  try {
+    await deleteObject.call(this, bucket, key);
+  } finally {
+    forget(this.rootDirectory, this.getResourcePath(bucket, key, 'object'));
+  }
+};
+
+const deleteBucket = FilesystemStore.prototype.deleteBucket;
+FilesystemStore.prototype.deleteBucket = async function forgettingDeleteBucket(bucket) {
+  try {
+    await deleteBucket.call(this, bucket);
+  } finally {
+    changes += 1;
+    directories.clear();
+    listed.clear();
+  }
 };
 
 const keyLocks = new Map();
@@ -269,8 +460,15 @@ async function convertKey(root, directory, base) {
   // A key in s3rver's layout: its body file is whole (it was renamed into place), its MD5 is recomputed
   // from it, its metadata is the newest that parses (a staged file is newer than the one it replaces).
   const objectPath = path.join(directory, `${base}._S3rver_object`);
-  const body = await fs.readFile(objectPath);
-  if (!body.slice(0, MAGIC.length).equals(MAGIC)) {
+  const fd = await fs.open(objectPath, 'r');
+  const start = Buffer.alloc(MAGIC.length);
+  try {
+    await fs.read(fd, start, 0, MAGIC.length, 0);
+  } finally {
+    await fs.close(fd);
+  }
+  if (!start.equals(MAGIC)) {
+    const body = await fs.readFile(objectPath);
     const metadata = (await readJson(`${path.join(directory, base)}._S3rver_metadata.json.staged`))
       || (await readJson(`${path.join(directory, base)}._S3rver_metadata.json`)) || {};
     await commit(root, objectPath, metadata, body, undefined);
@@ -278,10 +476,12 @@ async function convertKey(root, directory, base) {
 }
 
 async function recoverDirectory(root, directory) {
-  const names = await fs.readdir(directory);
-  for (const name of names) {
+  const dirents = await fs.readdir(directory, { withFileTypes: true });
+  const names = dirents.map(d => d.name);
+  for (const dirent of dirents) {
+    const { name } = dirent;
     const file = path.join(directory, name);
-    if ((await fs.stat(file)).isDirectory()) {
+    if (dirent.isDirectory()) {
       if (!name.endsWith('._S3rver_uploads')) await recoverDirectory(root, file);
     } else if (OLD_STAGED_BODY.test(name)) {
       await fs.remove(file); // s3rver-layout body never renamed: its PUT was never acknowledged
@@ -300,8 +500,11 @@ async function recover(root, bucket) {
   // file, or cut by a kill -9 in any state) becomes one file per key. Each step is a rename or a removal
   // of what is already elsewhere, so a kill during recovery leaves a state the next start recovers.
   await fs.remove(path.join(root, STAGING));
+  const marker = path.join(root, LAYOUT_MARKER);
+  if (await fs.pathExists(marker)) return; // converted before: this file never writes the old layout
   const bucketPath = path.join(root, bucket);
   if (await fs.pathExists(bucketPath)) await recoverDirectory(root, bucketPath);
+  await fs.writeFile(marker, 'one file per key, committed by rename\n'); // a start after this skips the walk
 }
 
 async function main() {

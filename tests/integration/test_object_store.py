@@ -272,3 +272,66 @@ def test_a_put_abandoned_while_waiting_for_its_key_does_not_block_the_key(store:
     first.close()
     assert store.put(key, b"{}").status_code == 200
     assert store.get(key) == (b"{}", md5(b"{}"), "binary/octet-stream")
+
+
+def _list_all(store: Store, prefix: str, delimiter: str = "", start_after: str = "") -> tuple[list[str], list[str]]:
+    """(keys, common prefixes) of a whole listing, page by page as Tansu reads it."""
+    keys: list[str] = []
+    prefixes: list[str] = []
+    token = None
+    params = {"list-type": "2", "prefix": prefix, "max-keys": "7", **({"delimiter": delimiter} if delimiter else {}),
+              **({"start-after": start_after} if start_after else {})}  # fmt: skip
+    while True:
+        answer = requests.get(store.url, params={**params, **({"continuation-token": token} if token else {})}, timeout=30)
+        assert answer.status_code == 200, answer.text[:300]
+        page = ET.fromstring(answer.content)
+        keys += [c.findtext(f"{S3}Key", "") for c in page.iter(f"{S3}Contents")]
+        prefixes += [c.findtext(f"{S3}Prefix", "") for c in page.iter(f"{S3}CommonPrefixes")]
+        token = page.findtext(f"{S3}NextContinuationToken")
+        if page.findtext(f"{S3}IsTruncated") != "true":
+            return keys, prefixes
+
+
+def _expected(model: dict[str, bytes], prefix: str, delimiter: str, start_after: str) -> tuple[list[str], list[str]]:
+    keys, prefixes = [], set()
+    for key in sorted(k for k in model if k.startswith(prefix) and k > start_after):
+        cut = key.find(delimiter, len(prefix)) if delimiter else -1
+        if cut == -1:
+            keys.append(key)
+        else:
+            prefixes.add(key[: cut + 1])
+    return keys, sorted(prefixes)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_listings_follow_every_put_and_delete_in_any_order(store: Store, seed: int) -> None:
+    """The store keeps each directory's entries and each object's listing metadata in memory (a listing
+    of a big partition must not read the disk): whatever order writes, deletes and listings come in, a
+    listing equals the keys that exist, with the ETag of each key's last body, and so after a restart."""
+    rng = random.Random(seed)
+    store.start()
+    names = [f"{PREFIX}records/{n:020}.batch" for n in range(0, 60, 3)] + [
+        f"clusters/tansu/groups/consumers/g{n}.json" for n in range(3)] + [
+        f"clusters/tansu/groups/consumers/g{n}/offsets/t/partitions/{p:010}.json" for n in range(3) for p in range(3)]  # fmt: skip
+    model: dict[str, bytes] = {}
+    views = [(PREFIX, "", ""), ("clusters/tansu/groups/consumers/", "/", ""), ("clusters/", "", ""),
+             (f"{PREFIX}records/", "", f"{PREFIX}records/{30:020}.batch"), ("", "/", "")]  # fmt: skip
+    with requests.Session() as session:
+        for step in range(250):
+            key = rng.choice(names)
+            if rng.random() < 0.25 and key in model:
+                assert session.delete(f"{store.url}/{key}", timeout=30).status_code == 204
+                del model[key]
+            else:
+                model[key] = f"{key} {step}".encode()
+                assert session.put(f"{store.url}/{key}", data=model[key], timeout=30).status_code == 200
+            if rng.random() < 0.3:  # a listing fills the caches the next writes must keep up to date
+                view = rng.choice(views)
+                assert _list_all(store, *view) == _expected(model, *view), (step, view)
+        for restarted in (False, True):
+            if restarted:
+                store.kill()
+                store.start()
+            for view in views:
+                assert _list_all(store, *view) == _expected(model, *view), (restarted, view)
+            assert store.listing("clusters/") == {k: md5(v) for k, v in model.items()}

@@ -146,14 +146,15 @@ def exited(stack: LocalStack) -> str | None:
     return None
 
 
-START_PANIC = "Send thread panic"  # Bytewax's cluster failing at its very start (see start_cluster)
+START_PANIC = "Send thread panic"  # a cluster dying at its first start (see start_cluster)
 
 
 def start_cluster(stack: LocalStack, attempts: int = 3, within_s: float = 30.0) -> None:
     """Start the dataflow and wait until every process answers its metrics. A fresh 2-process cluster
-    often dies at once with a Bytewax "Send thread panic" (reproduced on 3 of 3 first starts of a fresh
-    scratch stack, never on a second start; cause not found, not a port collision): nothing was
-    processed, so starting it again is clean. Any other exit is the run's failure."""
+    dies at its first start with Bytewax's "Send thread panic" when both processes create the ops tables
+    at once (PostgreSQL: duplicate key in pg_type_typname_nsp_index from concurrent CREATE TABLE IF NOT
+    EXISTS; the worker's error is lost, timely reports its peer's death): nothing was processed, so
+    starting it again is clean. Any other exit is the run's failure."""
     urls = [stack.dataflow_metrics_url(i) for i in range(len(stack.dataflow_names()))]
     for attempt in range(1, attempts + 1):
         stack.start_dataflow(echo=lambda _l: None)

@@ -190,7 +190,8 @@ class TableMapper:
         self._carry(key, inputs, image)
         return image, fields
 
-    def map(self, record: ChangeRecord) -> CanonicalChange:
+    def map(self, record: ChangeRecord, origin: Any = None, replayed: bool = False) -> CanonicalChange:
+        """`origin` and `replayed`: see CanonicalChange (set here, not copied in afterwards: a copy per change)."""
         if record.op == "t":
             msg = (f"TRUNCATE of {self.table} at {record.position_text}: removed rows cannot be attributed to "
                    "customers; re-snapshot the table (Debezium incremental snapshot signal) to reconcile")  # fmt: skip
@@ -235,6 +236,8 @@ class TableMapper:
             echo=echo,
             commit_resolution_us=record.commit_resolution_us,
             snapshot_last=record.snapshot_last,
+            origin=origin,
+            replayed=replayed,
         )  # fmt: skip
 
 
@@ -245,10 +248,10 @@ class SourceMapper:
         self.config = config
         self.tables = {t: TableMapper(config, t, m, carry_rows) for t, m in config.tables.items()}
 
-    def map(self, record: ChangeRecord) -> CanonicalChange:
+    def map(self, record: ChangeRecord, origin: Any = None, replayed: bool = False) -> CanonicalChange:
         mapper = self.tables.get(record.table)
         if mapper is None:
             msg = (f"table {record.table} is captured by source {self.config.name!r} but not mapped: add it under "
                    f"tables: in connectors/{self.config.name}.yaml or drop it from table.include.list")  # fmt: skip
             raise MappingError("unknown_table", msg)
-        return mapper.map(record)
+        return mapper.map(record, origin, replayed)

@@ -28,3 +28,46 @@ def test_the_final_idle_flush_is_left_out() -> None:
 def test_a_run_too_short_to_time_is_refused() -> None:
     with pytest.raises(RuntimeError, match="more changes"):
         acknowledged_rate(samples([(0.0, 100), (1.0, 100)]), changes=10)
+
+
+class _FakeStack:
+    """start_dataflow counts starts; `exits` says, per start, what `exited` reports (None: it runs)."""
+
+    def __init__(self, exits: list[str | None]) -> None:
+        self.exits, self.starts = exits, 0
+
+    def dataflow_names(self) -> list[str]:
+        return ["dataflow-0", "dataflow-1"]
+
+    def dataflow_metrics_url(self, i: int) -> str:
+        return f"http://127.0.0.1:1/{i}"
+
+    def start_dataflow(self, echo: object) -> None:
+        self.starts += 1
+
+
+def _fake(monkeypatch: pytest.MonkeyPatch, exits: list[str | None]) -> _FakeStack:
+    from dataflows.bench import dataflow_bench
+
+    stack = _FakeStack(exits)
+    monkeypatch.setattr(dataflow_bench, "exited", lambda s: s.exits[s.starts - 1])
+    monkeypatch.setattr(dataflow_bench, "sample", lambda urls: Sample(0.0, 0, drained=False))
+    return stack
+
+
+def test_a_cluster_that_panics_at_its_start_is_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataflows.bench.dataflow_bench import start_cluster
+
+    stack = _fake(monkeypatch, ["dataflow-0 exited: PanicException: Send thread panic: Any { .. }", None])
+    start_cluster(stack)  # type: ignore[arg-type]
+    assert stack.starts == 2
+
+
+def test_any_other_exit_or_a_panic_every_time_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataflows.bench.dataflow_bench import start_cluster
+
+    with pytest.raises(RuntimeError, match="KeyError"):
+        start_cluster(_fake(monkeypatch, ["dataflow-1 exited: KeyError: 'x'"]))  # type: ignore[arg-type]
+    panic = "dataflow-0 exited: Send thread panic"
+    with pytest.raises(RuntimeError, match="Send thread panic"):
+        start_cluster(_fake(monkeypatch, [panic, panic, panic]))  # type: ignore[arg-type]

@@ -146,31 +146,6 @@ def exited(stack: LocalStack) -> str | None:
     return None
 
 
-START_PANIC = "Send thread panic"  # a cluster dying at its first start (see start_cluster)
-
-
-def start_cluster(stack: LocalStack, attempts: int = 3, within_s: float = 30.0) -> None:
-    """Start the dataflow and wait until every process answers its metrics. A fresh 2-process cluster
-    dies at its first start with Bytewax's "Send thread panic" when both processes create the ops tables
-    at once (PostgreSQL: duplicate key in pg_type_typname_nsp_index from concurrent CREATE TABLE IF NOT
-    EXISTS; the worker's error is lost, timely reports its peer's death): nothing was processed, so
-    starting it again is clean. Any other exit is the run's failure."""
-    urls = [stack.dataflow_metrics_url(i) for i in range(len(stack.dataflow_names()))]
-    for attempt in range(1, attempts + 1):
-        stack.start_dataflow(echo=lambda _l: None)
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            if problem := exited(stack):
-                if START_PANIC not in problem or attempt == attempts:
-                    raise RuntimeError(problem)
-                break  # start again
-            if sample(urls) is not None:
-                return
-            time.sleep(0.25)
-        else:
-            return  # not answering yet, but alive: `watch` waits for it
-
-
 def watch(stack: LocalStack, timeout_s: float, quiet_s: float = 3.0) -> list[Sample]:
     """Samples every 0.25 s until the dataflow drained and no write was acknowledged for `quiet_s`."""
     urls = [stack.dataflow_metrics_url(i) for i in range(len(stack.dataflow_names()))]
@@ -210,7 +185,7 @@ def dataflow_run(envelopes: list[Envelope], expected: set[str], processes: int) 
         ensure_topics(bootstrap, {**stack.all_topics(), PASSTHROUGH_TOPIC: stack.settings.topic_partitions})
         preload(bootstrap, envelopes)
         ceiling = passthrough(bootstrap, sorted({e.topic for e in envelopes}), len(envelopes))
-        start_cluster(stack)
+        stack.start_dataflow(echo=lambda _l: None)
         samples = watch(stack, timeout_s=900)
         found = lifecycle_event_ids(bootstrap, expected) & expected
         rss = tuple(_rss(stack, name) for name in stack.dataflow_names())

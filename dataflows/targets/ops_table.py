@@ -13,9 +13,17 @@ from dataflows.settings import project_root
 from dataflows.targets.retry import with_reconnect
 
 
+# pg_advisory_xact_lock key (any constant): the processes of one dataflow create the tables one at a time.
+DDL_LOCK = 0x7469_6465_6D61_726B  # "tidemark"
+DDL_LOCK = DDL_LOCK - (1 << 64) if DDL_LOCK >= 1 << 63 else DDL_LOCK  # a signed bigint
+
+
 def ensure_table(conn: psycopg.Connection, ddl_file: str) -> None:
-    """Run infra/ops/`ddl_file` (CREATE ... IF NOT EXISTS) in its own transaction."""
+    """Run infra/ops/`ddl_file` (CREATE ... IF NOT EXISTS) in its own transaction, one process at a time:
+    two concurrent CREATE TABLE IF NOT EXISTS of one table can both miss it, and one then fails on
+    pg_type's unique index (a 2-process dataflow's first start died of it)."""
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         conn.execute((project_root() / "infra" / "ops" / ddl_file).read_text())
 
 

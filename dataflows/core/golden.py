@@ -4,6 +4,7 @@ the source customers it links, and how one canonical change is applied to it und
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,9 @@ CHILD_COLLECTIONS = {
 }
 
 
+Origin = tuple[str, str, tuple[int, ...], float, bool]  # system, source, position, commit time, by owner
+
+
 @dataclass
 class GoldenRecord:
     customer_id: str
@@ -41,6 +45,14 @@ class GoldenRecord:
     last_correlation_id: str = ""
     # Last conflicting/rejected value reported per (field, system): a repeat is not reported again.
     reported: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # Provenance of a field whose version moved on without a new value (restated by a newer change, or
+    # taken over by its owner): the write that set the value. Published provenance changes only with the
+    # record's version, so it does not depend on how changes were batched. Absent: the field's own version.
+    origins: dict[str, Origin] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("origins", {})  # a snapshot from before provenance
 
     def value(self, name: str) -> Any:
         version = self.fields.get(name)
@@ -56,6 +68,9 @@ class GoldenRecord:
             mine = self.fields.get(name)
             if mine is None or _survives(theirs, mine):
                 self.fields[name] = theirs
+                self.origins.pop(name, None)
+                if name in other.origins:
+                    self.origins[name] = other.origins[name]
         for entity, parts in other.children.items():
             self.children.setdefault(entity, {}).update(parts)
         self.child_refs.update(other.child_refs)
@@ -70,6 +85,7 @@ class GoldenRecord:
         """The CustomerV1 shape, with JSON-ready values."""
         out: dict[str, Any] = {name: _json(v.value) for name, v in self.fields.items()}
         out.update({
+            "provenance": {name: _provenance(self.origins.get(name) or _origin(v)) for name, v in self.fields.items()},
             "customer_id": self.customer_id,
             "lifecycle_status": self.status.value if self.status else None,
             "source_ids": {s: sorted(ids, key=lambda i: (len(i), i)) for s, ids in sorted(self.source_ids.items())},
@@ -92,6 +108,19 @@ def _survives(theirs: FieldVersion, mine: FieldVersion) -> bool:
     return is_newer(theirs.source, theirs.position, theirs.commit_ts, mine)
 
 
+def _origin(version: FieldVersion) -> Origin:
+    return (version.system, version.source, version.position, version.commit_ts, version.by_owner)
+
+
+@lru_cache(maxsize=8192)
+def _provenance(origin: Origin) -> dict[str, Any]:
+    """Who wrote a field's value, from which source position, committed when (FieldProvenanceV1). Cached:
+    the fields one change wrote share one origin. Callers only read (serialize) the dict."""
+    system, source, position, commit_ts, by_owner = origin
+    return {"system": system, "source": source, "position": list(position),
+            "committed_at": datetime.fromtimestamp(commit_ts, UTC).isoformat(), "owner": by_owner}  # fmt: skip
+
+
 def _json(value: Any) -> Any:
     if value is None or isinstance(value, str | int | bool | float):
         return value
@@ -100,7 +129,8 @@ def _json(value: Any) -> Any:
 
 @dataclass
 class Proposal:
-    """One governance decision about one field value."""
+    """One ownership decision about one field value. APPLIED is a plain write by the owning system: counted
+    and kept as the field's provenance, never published as a governance record."""
 
     entity: str
     field: str
@@ -137,8 +167,10 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
         if current is not None and current.value == value:
             if change.system in policy.owners.get(name, ()) and not current.by_owner:
                 # The owner states what a non-owner filled: from now on the owner holds it.
+                record.origins.setdefault(name, _origin(current))
                 record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts, True)
             elif current.source == change.source and change.position > current.position:
+                record.origins.setdefault(name, _origin(current))
                 current.position, current.commit_ts = change.position, ts  # same value, newer version
             continue
         decision, reason = decide(policy, name, change.system, current)
@@ -157,6 +189,7 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
             else:
                 record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts,
                                                    decision is D.APPLIED)  # fmt: skip
+                record.origins.pop(name, None)
                 changed = True
         elif record.reported.get((name, change.system), object()) == value:
             continue  # the same disagreement was reported already

@@ -75,6 +75,8 @@ class CoreMetrics:
             self._inc(metrics.GOVERNANCE.labels(field, system, decision), ("gov", field, system, decision), n)
         for error_class, n in s.errors.items():
             self._inc(metrics.DLQ_RECORDS.labels("apply", error_class), ("rec_err", error_class), n)
+        for (field, system), n in s.owner_writes.items():
+            self._inc(metrics.OWNER_WRITES.labels(field, system), ("owner", field, system), n)
 
 
 class CoreLogic(StatefulBatchLogic[CoreInput, Any, bytes]):

@@ -94,6 +94,19 @@ class IdentityLinkV1(BaseModel):
     values: list[str] = Field(default_factory=list, description="The normalized values that matched.")
 
 
+class FieldProvenanceV1(BaseModel):
+    """Who wrote a golden field's current value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: str = Field(description="The source system whose value it is, e.g. 'erp'.")
+    source: str = Field(description="The connector it was captured by.")
+    position: list[int] = Field(description="The source position of the change that wrote it (within its source).")
+    committed_at: AwareDatetime = Field(description="Commit time of that change in the source.")
+    owner: bool = Field(description="Written by a system that owns the field (else filled in by a non-owner; "
+                        "that decision has its governance record).")
+
+
 class CustomerV1(CustomerProfileV1):
     """The golden customer: one per real-world customer, across CRM and ERP."""
 
@@ -111,6 +124,8 @@ class CustomerV1(CustomerProfileV1):
     version: int = Field(ge=1, description="Increases with every applied change.")
     updated_at: AwareDatetime = Field(description="Commit time of the newest applied change.")
     last_correlation_id: str
+    provenance: dict[str, FieldProvenanceV1] = Field(default_factory=dict, description="Per profile field: "
+                                                     "who wrote its current value, and from where.")
 
 
 Entity = Literal["customer", "contact", "billing_account", "subscription", "opportunity", "invoice"]

@@ -25,7 +25,9 @@ CHILD_COLLECTIONS = {
 }
 
 
-Origin = tuple[str, str, tuple[int, ...], float, bool]  # system, source, position, commit time, by owner
+# Provenance: system, source, written by an owner. Not the position or commit time: a restated value moves
+# its version forward without a new record version, so they would depend on batching and arrival order.
+Origin = tuple[str, str, bool]
 
 
 @dataclass
@@ -45,14 +47,6 @@ class GoldenRecord:
     last_correlation_id: str = ""
     # Last conflicting/rejected value reported per (field, system): a repeat is not reported again.
     reported: dict[tuple[str, str], Any] = field(default_factory=dict)
-    # Provenance of a field whose version moved on without a new value (restated by a newer change, or
-    # taken over by its owner): the write that set the value. Published provenance changes only with the
-    # record's version, so it does not depend on how changes were batched. Absent: the field's own version.
-    origins: dict[str, Origin] = field(default_factory=dict)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("origins", {})  # a snapshot from before provenance
 
     def value(self, name: str) -> Any:
         version = self.fields.get(name)
@@ -68,9 +62,6 @@ class GoldenRecord:
             mine = self.fields.get(name)
             if mine is None or _survives(theirs, mine):
                 self.fields[name] = theirs
-                self.origins.pop(name, None)
-                if name in other.origins:
-                    self.origins[name] = other.origins[name]
         for entity, parts in other.children.items():
             self.children.setdefault(entity, {}).update(parts)
         self.child_refs.update(other.child_refs)
@@ -81,11 +72,19 @@ class GoldenRecord:
         self.version = max(self.version, other.version)
         self.updated_at = max(self.updated_at, other.updated_at)
 
+    def provenance(self) -> list[dict[str, Any]]:
+        """The writes the profile's current values come from, one entry per write with the fields it set
+        (most fields of a customer come from a few changes: far smaller than an entry per field)."""
+        writes: dict[Origin, list[str]] = {}
+        for name, version in self.fields.items():
+            writes.setdefault(_origin(version), []).append(name)
+        return [{**_provenance(origin), "fields": sorted(names)} for origin, names in sorted(writes.items())]
+
     def as_dict(self) -> dict[str, Any]:
         """The CustomerV1 shape, with JSON-ready values."""
         out: dict[str, Any] = {name: _json(v.value) for name, v in self.fields.items()}
         out.update({
-            "provenance": {name: _provenance(self.origins.get(name) or _origin(v)) for name, v in self.fields.items()},
+            "provenance": self.provenance(),
             "customer_id": self.customer_id,
             "lifecycle_status": self.status.value if self.status else None,
             "source_ids": {s: sorted(ids, key=lambda i: (len(i), i)) for s, ids in sorted(self.source_ids.items())},
@@ -109,16 +108,14 @@ def _survives(theirs: FieldVersion, mine: FieldVersion) -> bool:
 
 
 def _origin(version: FieldVersion) -> Origin:
-    return (version.system, version.source, version.position, version.commit_ts, version.by_owner)
+    return (version.system, version.source, version.by_owner)
 
 
 @lru_cache(maxsize=8192)
 def _provenance(origin: Origin) -> dict[str, Any]:
-    """Who wrote a field's value, from which source position, committed when (FieldProvenanceV1). Cached:
-    the fields one change wrote share one origin. Callers only read (serialize) the dict."""
-    system, source, position, commit_ts, by_owner = origin
-    return {"system": system, "source": source, "position": list(position),
-            "committed_at": datetime.fromtimestamp(commit_ts, UTC).isoformat(), "owner": by_owner}  # fmt: skip
+    """Who wrote (FieldProvenanceV1 without its fields). Cached; callers copy it, never change it."""
+    system, source, by_owner = origin
+    return {"system": system, "source": source, "owner": by_owner}
 
 
 def _json(value: Any) -> Any:
@@ -166,11 +163,11 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
         current = record.fields.get(name)
         if current is not None and current.value == value:
             if change.system in policy.owners.get(name, ()) and not current.by_owner:
-                # The owner states what a non-owner filled: from now on the owner holds it.
-                record.origins.setdefault(name, _origin(current))
+                # The owner states what a non-owner filled: from now on the owner holds it. A new version:
+                # the field's provenance changed.
+                changed = True
                 record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts, True)
             elif current.source == change.source and change.position > current.position:
-                record.origins.setdefault(name, _origin(current))
                 current.position, current.commit_ts = change.position, ts  # same value, newer version
             continue
         decision, reason = decide(policy, name, change.system, current)
@@ -189,7 +186,6 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
             else:
                 record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts,
                                                    decision is D.APPLIED)  # fmt: skip
-                record.origins.pop(name, None)
                 changed = True
         elif record.reported.get((name, change.system), object()) == value:
             continue  # the same disagreement was reported already

@@ -95,16 +95,15 @@ class IdentityLinkV1(BaseModel):
 
 
 class FieldProvenanceV1(BaseModel):
-    """Who wrote a golden field's current value."""
+    """One write that golden profile fields' current values come from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     system: str = Field(description="The source system whose value it is, e.g. 'erp'.")
     source: str = Field(description="The connector it was captured by.")
-    position: list[int] = Field(description="The source position of the change that wrote it (within its source).")
-    committed_at: AwareDatetime = Field(description="Commit time of that change in the source.")
-    owner: bool = Field(description="Written by a system that owns the field (else filled in by a non-owner; "
+    owner: bool = Field(description="Written by a system that owns the fields (else filled in by a non-owner; "
                         "that decision has its governance record).")
+    fields: list[str] = Field(description="The profile fields whose current value this write set.")
 
 
 class CustomerV1(CustomerProfileV1):
@@ -124,8 +123,8 @@ class CustomerV1(CustomerProfileV1):
     version: int = Field(ge=1, description="Increases with every applied change.")
     updated_at: AwareDatetime = Field(description="Commit time of the newest applied change.")
     last_correlation_id: str
-    provenance: dict[str, FieldProvenanceV1] = Field(default_factory=dict, description="Per profile field: "
-                                                     "who wrote its current value, and from where.")
+    provenance: list[FieldProvenanceV1] = Field(default_factory=list, description="Who wrote the profile "
+                                                "fields' current values, and from where: one entry per write.")
 
 
 Entity = Literal["customer", "contact", "billing_account", "subscription", "opportunity", "invoice"]

@@ -35,6 +35,7 @@ from dataflows.outputs import (
 from dataflows.targets import crm_writeback, customer_360, dead_letters
 from schemas import CustomerV1
 from tests.unit.core.test_lifecycle_scenario import POLICY
+from tests.support.fixtures import written_by
 from tests.support.world import World
 
 DESTINATIONS = {"lifecycle": LIFECYCLE, "customers": CUSTOMERS, "governance": GOVERNANCE, "dlq": DLQ,
@@ -120,9 +121,9 @@ def test_plain_owner_writes_are_provenance_and_a_count_interventions_are_records
              and "42" in o.record["source_ids"].get("erp", [])][-1]  # fmt: skip
     CustomerV1.model_validate(final)
     assert final["credit_status"] == "ok"
-    written = final["provenance"]["credit_status"]
+    written = written_by(final, "credit_status")
     assert (written["system"], written["source"], written["owner"]) == ("erp", "erp", True)
-    assert final["provenance"]["legal_name"]["system"] == "erp"
+    assert written_by(final, "legal_name")["system"] == "erp"
     owner = Counter(core.stats.owner_writes)
     assert owner[("credit_status", "erp")] >= 1 and owner[("legal_name", "erp")] == 2  # Acme's and Delta's
 

@@ -86,6 +86,12 @@ def _tail(settings: Settings, stop: threading.Event, done: threading.Event, echo
     consumer.close()
 
 
+def _by(record: dict[str, object], name: str) -> str:
+    """' (by erp)': who wrote a golden field, from its provenance."""
+    written = record.get("provenance", {}).get(name)  # type: ignore[union-attr]
+    return f" (by {written['system']})" if written else ""
+
+
 def describe(topic: str, value: bytes | None) -> str | None:
     """A one-line summary of a captured change or a Tidemark output; None for what is not worth a line."""
     if value is None:
@@ -95,10 +101,8 @@ def describe(topic: str, value: bytes | None) -> str | None:
         return f"     EVENT {data['event_type']:<24} customer {data['customer_id'][:8]}  {orjson.dumps(data['payload']).decode()}"
     if topic == CUSTOMERS_TOPIC:
         return (f"     GOLDEN customer {data['customer_id'][:8]} v{data['version']:<3} status={data['lifecycle_status']:<11} "
-                f"credit={data.get('credit_status')}  linked={data['source_ids']}")  # fmt: skip
-    if topic == GOVERNANCE_TOPIC:
-        if data["decision"] == "applied":
-            return None  # owners writing their own fields: the normal case
+                f"credit={data.get('credit_status')}{_by(data, 'credit_status')}  linked={data['source_ids']}")  # fmt: skip
+    if topic == GOVERNANCE_TOPIC:  # only where the policy intervened: owners' writes are provenance
         return f"     GOVERNANCE {data['decision']:<9} {data['field']}={data['proposed_value']!r} from {data['source_system']}: {data['reason']}"
     if topic == DLQ_TOPIC:
         return f"     DLQ {data['error_class']}: {data['reason']}"

@@ -62,6 +62,8 @@ IDENTITY_FINDINGS = Counter("tidemark_identity_invalid_identifiers_total", "Iden
                             "(placeholders, invalid tax ids), by rule.", ["rule"])  # fmt: skip
 IDENTITY_MOVES = Counter("tidemark_identity_moves_total", "Source customers moved to another golden customer.")
 GOVERNANCE = Counter("tidemark_governance_decisions_total", "Ownership decisions.", ["field", "system", "decision"])
+OWNER_WRITES = Counter("tidemark_owner_writes_total", "Plain writes of a field by its owning system (kept as the "
+                       "field's provenance in the golden record; no governance record).", ["field", "system"])
 LIFECYCLE_EVENTS = Counter("tidemark_lifecycle_events_total", "Lifecycle events emitted.", ["event_type"])
 SINK_WRITES = Counter("tidemark_sink_writes_total", "Records written to a target.", ["target"])
 SINK_ERRORS = Counter("tidemark_sink_errors_total", "Failed writes to a target (the flow restarts and replays).",

@@ -4,6 +4,7 @@ the source customers it links, and how one canonical change is applied to it und
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,11 @@ CHILD_COLLECTIONS = {
     "opportunity": "opportunities",
     "invoice": "invoices",
 }
+
+
+# Provenance: system, source, written by an owner. Not the position or commit time: a restated value moves
+# its version forward without a new record version, so they would depend on batching and arrival order.
+Origin = tuple[str, str, bool]
 
 
 @dataclass
@@ -66,10 +72,19 @@ class GoldenRecord:
         self.version = max(self.version, other.version)
         self.updated_at = max(self.updated_at, other.updated_at)
 
+    def provenance(self) -> list[dict[str, Any]]:
+        """The writes the profile's current values come from, one entry per write with the fields it set
+        (most fields of a customer come from a few changes: far smaller than an entry per field)."""
+        writes: dict[Origin, list[str]] = {}
+        for name, version in self.fields.items():
+            writes.setdefault(_origin(version), []).append(name)
+        return [{**_provenance(origin), "fields": sorted(names)} for origin, names in sorted(writes.items())]
+
     def as_dict(self) -> dict[str, Any]:
         """The CustomerV1 shape, with JSON-ready values."""
         out: dict[str, Any] = {name: _json(v.value) for name, v in self.fields.items()}
         out.update({
+            "provenance": self.provenance(),
             "customer_id": self.customer_id,
             "lifecycle_status": self.status.value if self.status else None,
             "source_ids": {s: sorted(ids, key=lambda i: (len(i), i)) for s, ids in sorted(self.source_ids.items())},
@@ -92,6 +107,17 @@ def _survives(theirs: FieldVersion, mine: FieldVersion) -> bool:
     return is_newer(theirs.source, theirs.position, theirs.commit_ts, mine)
 
 
+def _origin(version: FieldVersion) -> Origin:
+    return (version.system, version.source, version.by_owner)
+
+
+@lru_cache(maxsize=8192)
+def _provenance(origin: Origin) -> dict[str, Any]:
+    """Who wrote (FieldProvenanceV1 without its fields). Cached; callers copy it, never change it."""
+    system, source, by_owner = origin
+    return {"system": system, "source": source, "owner": by_owner}
+
+
 def _json(value: Any) -> Any:
     if value is None or isinstance(value, str | int | bool | float):
         return value
@@ -100,7 +126,8 @@ def _json(value: Any) -> Any:
 
 @dataclass
 class Proposal:
-    """One governance decision about one field value."""
+    """One ownership decision about one field value. APPLIED is a plain write by the owning system: counted
+    and kept as the field's provenance, never published as a governance record."""
 
     entity: str
     field: str
@@ -136,7 +163,9 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
         current = record.fields.get(name)
         if current is not None and current.value == value:
             if change.system in policy.owners.get(name, ()) and not current.by_owner:
-                # The owner states what a non-owner filled: from now on the owner holds it.
+                # The owner states what a non-owner filled: from now on the owner holds it. A new version:
+                # the field's provenance changed.
+                changed = True
                 record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts, True)
             elif current.source == change.source and change.position > current.position:
                 current.position, current.commit_ts = change.position, ts  # same value, newer version

@@ -54,6 +54,12 @@ class CoreStats:
     events: Counter[str] = field(default_factory=Counter)
     governance: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (field, system, decision)
     errors: Counter[str] = field(default_factory=Counter)
+    owner_writes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (field, system): no record
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A snapshot taken before owner writes were counted resumes with none counted.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("owner_writes", Counter())
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,9 @@ class RecordKeeper:
     def _governance(self, record: GoldenRecord, change: CanonicalChange, proposals: list[Proposal],
                     out: CoreOutput) -> None:  # fmt: skip
         for p in proposals:
+            if p.decision is D.APPLIED:  # the owner's plain write: provenance and a metric, not a record
+                self.stats.owner_writes[(p.field, change.system)] += 1
+                continue
             self.stats.governance[(p.field, change.system, p.decision.value)] += 1
             out.governance.append(_governance_record(record.customer_id, p.entity, p.field, p.proposed, p.current,
                                                      change, p.decision.value, p.reason))  # fmt: skip

@@ -1,6 +1,6 @@
 """The Tidemark dataflow: capture topics in, consistency core, governed writes out.
 
-    capture topics ─> decode+map ─┬─> core (reorder, dedupe, identity, ownership, lifecycle) ─> route ─┬─> Kafka outputs
+    capture topics ─> decode+map ─┬─> core (reorder, dedupe, identity, ownership, lifecycle) ─> outputs ┬─> Kafka outputs
                                   └─> dead letters ───────────────────────────────────────────────────┤─> dead_letters table
                                                                                                        ├─> customer_360
                                                                                                        └─> CRM write-back
@@ -30,11 +30,13 @@ from dataflows.flows.core_logic import CoreLogic
 from dataflows.flows.partitioned import customer_step
 from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionReady, RawRecord, Signal
 from dataflows.io.sinks import KafkaOutputSink, WriterSink
-from dataflows.outputs import KafkaOut, dead_letter_out
+from dataflows.core.outputs import DeadLetter
+from dataflows.outputs import KAFKA, Destination, dead_letter_out
 from dataflows.stewardship import STEWARDSHIP_TOPIC, StewardRecordError, parse_command
+from dataflows.targets import crm_writeback, customer_360, dead_letters
 from dataflows.targets.crm_writeback import CrmWriter
 from dataflows.targets.customer_360 import Customer360Writer
-from dataflows.targets.dead_letters import DeadLetterWriter, dead_letter_row
+from dataflows.targets.dead_letters import DeadLetterWriter
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Decoder:
         # Resolved once: a labelled child's lookup costs a lock and a tuple per record.
         self.counted = {o: metrics.RECORDS.labels("decode", o) for o in ("change", "tombstone", "dead_letter")}
 
-    def __call__(self, raw: Signal) -> CoreInput | KafkaOut | None:
+    def __call__(self, raw: Signal) -> CoreInput | DeadLetter | None:
         if raw.topic == STEWARDSHIP_TOPIC:
             return self._steward(raw)
         if isinstance(raw, PartitionReady):
@@ -80,12 +82,11 @@ class Decoder:
         result = self._decode(raw)
         outcome = "change" if isinstance(result, CanonicalChange) else "tombstone" if result is None else "dead_letter"
         self.counted[outcome].inc()
-        if isinstance(result, KafkaOut):
-            headers = dict(result.headers)
-            metrics.DLQ_RECORDS.labels(headers["stage"].decode(), headers["error-class"].decode()).inc()
+        if isinstance(result, DeadLetter):
+            metrics.DLQ_RECORDS.labels(result.stage, result.error_class).inc()
         return result
 
-    def _decode(self, raw: RawRecord) -> CanonicalChange | KafkaOut | None:
+    def _decode(self, raw: RawRecord) -> CanonicalChange | DeadLetter | None:
         origin = (raw.topic, raw.partition, raw.offset, raw.key, raw.value)
         config = self.by_prefix.get(raw.topic.split(".", 1)[0])
         source = config.name if config else None
@@ -111,7 +112,7 @@ class Decoder:
             return dead_letter_out("map", "oversized", reason, source, origin)
         return change
 
-    def _steward(self, raw: Signal) -> CoreInput | KafkaOut | None:
+    def _steward(self, raw: Signal) -> CoreInput | DeadLetter | None:
         if isinstance(raw, PartitionReady):
             return StreamReady((raw.topic, raw.partition))
         if isinstance(raw, PartitionIdle):
@@ -128,8 +129,9 @@ def kept_bytes(change: CanonicalChange) -> int:
     return sum(len(v) if isinstance(v, str) else 16 for v in change.image.values()) + 16 * len(change.image)
 
 
-def _target(name: str) -> Any:
-    return lambda item: item[1] if item[0] == name else None
+def _to(flow_outputs: Any, step: str, destination: Destination[Any]) -> Any:
+    """The records of one destination (each destination takes only the output types it knows)."""
+    return op.flat_map(step, flow_outputs, destination.records)
 
 
 def build_flow(config: FlowConfig) -> Dataflow:
@@ -142,7 +144,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
                                                      on_reset=config.on_reset, properties=config.kafka_properties,
                                                      stuck_after_s=config.stuck_after_s))
     decoded = op.filter_map("decode_map", raw, Decoder(config.connectors, config.max_record_bytes))
-    branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, KafkaOut))
+    branches = op.branch("split_errors", decoded, lambda x: not isinstance(x, DeadLetter))
     policy = config.policy
     # Not the stewardship topic: it is mostly empty, and an empty partition's end is not known to kafka-python
     # until it holds a record, so waiting for it would hold every start. A decision read late is applied late.
@@ -154,12 +156,13 @@ def build_flow(config: FlowConfig) -> Dataflow:
         keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
         results = op.stateful_batch("core", keyed, lambda resume: CoreLogic.serial(policy, streams, resume))
         routed = op.map("unkey", results, lambda kv: kv[1])
-    kafka_out = op.merge("kafka_records", op.filter_map("to_kafka", routed, _target("kafka")), branches.falses)
-    op.output("kafka", kafka_out, KafkaOutputSink(config.bootstrap, config.partitions, config.kafka_properties))
-    op.output("dead_letters", op.filter_map("to_dead_letters", kafka_out, dead_letter_row),
+    outputs = op.merge("outputs", routed, branches.falses)
+    op.output("kafka", _to(outputs, "to_kafka", KAFKA),
+              KafkaOutputSink(config.bootstrap, config.partitions, config.kafka_properties))  # fmt: skip
+    op.output("dead_letters", _to(outputs, "to_dead_letters", dead_letters.DESTINATION),
               WriterSink("dead_letters", lambda: DeadLetterWriter(config.ops_conninfo)))  # fmt: skip
-    op.output("customer_360", op.filter_map("to_c360", routed, _target("customer_360")),
+    op.output("customer_360", _to(outputs, "to_c360", customer_360.DESTINATION),
               WriterSink("customer_360", lambda: Customer360Writer(config.ops_conninfo)))  # fmt: skip
-    op.output("crm_writeback", op.filter_map("to_crm", routed, _target("crm")),
+    op.output("crm_writeback", _to(outputs, "to_crm", crm_writeback.DESTINATION),
               WriterSink("crm_writeback", lambda: CrmWriter(**config.crm)))  # fmt: skip
     return flow

@@ -16,7 +16,8 @@ from dataflows.core.inputs import CoreInput
 from dataflows.core.policy import Policy
 from dataflows.core.records import CoreOutput, CoreStats
 from dataflows.memory import return_free_memory
-from dataflows.outputs import route
+from dataflows.core.outputs import Output
+from dataflows.outputs import emit
 
 PUBLISH_EVERY_S = 0.5  # a customer step publishes its counters at most this often, not per key batch
 
@@ -74,9 +75,11 @@ class CoreMetrics:
             self._inc(metrics.GOVERNANCE.labels(field, system, decision), ("gov", field, system, decision), n)
         for error_class, n in s.errors.items():
             self._inc(metrics.DLQ_RECORDS.labels("apply", error_class), ("rec_err", error_class), n)
+        for (field, system), n in s.owner_writes.items():
+            self._inc(metrics.OWNER_WRITES.labels(field, system), ("owner", field, system), n)
 
 
-class CoreLogic(StatefulBatchLogic[CoreInput, tuple[str, Any], bytes]):
+class CoreLogic(StatefulBatchLogic[CoreInput, Any, bytes]):
     """A core as one Bytewax stateful step; its snapshot is the pickled core."""
 
     def __init__(self, core: ConsistencyCore, policy: Policy, streams: list[tuple[str, int]]) -> None:
@@ -90,17 +93,17 @@ class CoreLogic(StatefulBatchLogic[CoreInput, tuple[str, Any], bytes]):
         core = pickle.loads(resume) if resume else ConsistencyCore(policy)  # noqa: S301 - ours
         return cls(core, policy, streams)
 
-    def _emit(self, out: CoreOutput) -> tuple[list[tuple[str, Any]], bool]:
+    def _emit(self, out: CoreOutput) -> tuple[list[Output], bool]:
         self.metrics.publish(self.core)
-        return route(out), StatefulBatchLogic.RETAIN
+        return emit(out), StatefulBatchLogic.RETAIN
 
-    def on_batch(self, values: list[CoreInput]) -> tuple[list[tuple[str, Any]], bool]:
+    def on_batch(self, values: list[CoreInput]) -> tuple[list[Output], bool]:
         return self._emit(self.core.submit_batch(values, time.time()))
 
-    def on_notify(self) -> tuple[list[tuple[str, Any]], bool]:
+    def on_notify(self) -> tuple[list[Output], bool]:
         return self._emit(self.core.tick(time.time()))
 
-    def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
+    def on_eof(self) -> tuple[list[Output], bool]:
         return self._emit(self.core.flush(time.time()))
 
     def notify_at(self) -> datetime | None:

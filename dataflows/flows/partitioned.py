@@ -4,7 +4,7 @@
                                                                            └─> Work/Lend by golden id ─┐
     hand-off topic (tidemark.internal.handoff.v1) ─> Loan/Return by golden id ──────────────────────────┤
                                                                                                         v
-                               customer (one state per golden id: apply, governance, lifecycle) ─> route ─> targets
+                               customer (one state per golden id: apply, governance, lifecycle) ─> typed outputs ─> targets
                                                                   └─> Loan/Return ─> hand-off topic
 
 Bytewax dataflows have no loops, so a record that moves between two keys of the customer step (a merge,
@@ -35,7 +35,8 @@ from dataflows.core.sequencer import Sequencer
 from dataflows.flows.core_logic import PUBLISH_EVERY_S, CoreLogic, CoreMetrics
 from dataflows.io.kafka_source import CaptureSource, RawRecord, Signal
 from dataflows.io.kafka_client import partition_for
-from dataflows.outputs import HANDOFF_TOPIC, KafkaOut, route
+from dataflows.core.outputs import HandOff, Output
+from dataflows.outputs import HANDOFF_TOPIC, emit
 
 Keyed = tuple[str, Message]
 LIVE, DEAD = b"L", b"-"
@@ -50,12 +51,12 @@ class SequencerLogic(CoreLogic):
         core.restart(time.time_ns())
         super().__init__(core, policy, streams)
 
-    def _emit(self, out: CoreOutput) -> tuple[list[tuple[str, Any]], bool]:
+    def _emit(self, out: CoreOutput) -> tuple[list[Any], bool]:
         self.metrics.publish_prefix(self.core)
-        return route(out) + [("customer", sent) for sent in self.core.take()], StatefulBatchLogic.RETAIN
+        return [*emit(out), *(("customer", sent) for sent in self.core.take())], StatefulBatchLogic.RETAIN
 
 
-class CustomerLogic(StatefulBatchLogic[Keyed, tuple[str, Any], bytes]):
+class CustomerLogic(StatefulBatchLogic[Keyed, Output, bytes]):
     """One golden customer's key. At rest it holds its serialized state; a batch decodes it, and the
     epoch's snapshot serializes it again and drops the objects."""
 
@@ -71,7 +72,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, tuple[str, Any], bytes]):
             metrics.GOLDEN_CUSTOMERS.inc()
         self.state: CustomerState | None = None
 
-    def on_batch(self, values: list[Keyed]) -> tuple[list[tuple[str, Any]], bool]:
+    def on_batch(self, values: list[Keyed]) -> tuple[list[Output], bool]:
         if self.state is None:
             self.state = loads(self.blob) if self.blob else CustomerState(values[0][0])
         out, sends = self.customers.on_batch(self.state, [message for _, message in values])
@@ -79,9 +80,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, tuple[str, Any], bytes]):
         if self.live != (self.state.record is not None):
             self.live = not self.live
             metrics.GOLDEN_CUSTOMERS.inc(1 if self.live else -1)
-        hand_offs = [("kafka", KafkaOut(HANDOFF_TOPIC, self.kafka_key, pickle.dumps((to, m), pickle.HIGHEST_PROTOCOL),
-                                        ())) for to, m in sends]  # fmt: skip
-        return route(out) + hand_offs, StatefulBatchLogic.RETAIN
+        hand_offs = [HandOff(self.kafka_key, pickle.dumps((to, m), pickle.HIGHEST_PROTOCOL)) for to, m in sends]
+        return [*emit(out), *hand_offs], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         if self.state is not None:
@@ -110,12 +110,13 @@ def _hand_off(raw: Signal) -> Keyed | None:
 
 def customer_step(decoded: Stream[CoreInput], policy: Policy, streams: list[tuple[str, int]], bootstrap: str,
                   partitions: int, group: str, idle_s: float,
-                  properties: dict[str, str]) -> Stream[tuple[str, Any]]:  # fmt: skip
-    """Wire sequencer, customer step and hand-off loop; returns the (target, item) stream to route."""
+                  properties: dict[str, str]) -> Stream[Output]:  # fmt: skip
+    """Wire sequencer, customer step and hand-off loop; returns the stream of typed outputs."""
     keyed = op.key_on("one_sequencer", decoded, lambda _c: "seq")
     sequenced = op.stateful_batch("sequence", keyed, lambda resume: SequencerLogic(policy, streams, resume))
     items = op.map("unkey_sequence", sequenced, lambda kv: kv[1])
-    work = op.filter_map("to_customers", items, lambda item: item[1] if item[0] == "customer" else None)
+    # The sequencer's ("customer", message) pairs go on to the customer step; the rest are typed outputs.
+    work = op.filter_map("to_customers", items, lambda item: item[1] if isinstance(item, tuple) else None)
     raw = op.input("handoff", decoded.flow(), CaptureSource(bootstrap, {HANDOFF_TOPIC: 1}, group, idle_s=idle_s,
                                                                  properties=properties))
     back = op.filter_map("decode_handoff", raw, _hand_off)
@@ -123,5 +124,5 @@ def customer_step(decoded: Stream[CoreInput], policy: Policy, streams: list[tupl
     customers, counters = CustomerCore(policy), CoreMetrics()  # per process (one worker each), for its keys
     key = first_partition_key(partitions)
     results = op.stateful_batch("customer", inbound, lambda resume: CustomerLogic(customers, counters, resume, key))
-    own = op.filter("not_customer", items, lambda item: item[0] != "customer")
+    own = op.filter("not_customer", items, lambda item: not isinstance(item, tuple))
     return op.merge("core_results", own, op.map("unkey_customer", results, lambda kv: kv[1]))

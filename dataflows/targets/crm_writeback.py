@@ -14,7 +14,9 @@ from typing import Any
 
 import pymysql
 
+from dataflows.core.outputs import GoldenRecordUpdated
 from dataflows.dialects import MYSQL
+from dataflows.outputs import Destination
 from dataflows.targets.retry import with_reconnect
 from dataflows.targets.sql import chunks, multi_row, newest_per_key, render
 
@@ -56,6 +58,9 @@ def writebacks(record: dict[str, Any]) -> list[tuple[Any, ...]]:
     facts = (int(erp_id) if erp_id else None, record.get("credit_status"), record.get("lifecycle_status"))
     version = record["version"]
     return [(*facts, version, int(account)) for account in crm_ids]
+
+
+DESTINATION = Destination[tuple[Any, ...]]("crm_writeback", {GoldenRecordUpdated: lambda u: writebacks(u.record)})
 
 
 class CrmWriter:

@@ -10,7 +10,9 @@ from typing import Any
 import orjson
 import psycopg
 
+from dataflows.core.outputs import Cause, CustomerRetired, GoldenRecordUpdated
 from dataflows.dialects import POSTGRES
+from dataflows.outputs import Destination
 from dataflows.targets.ops_table import OpsTableWriter
 from dataflows.targets.sql import chunks, multi_row, newest_per_key, versioned_upsert
 
@@ -31,13 +33,14 @@ def upsert_rows(rows: int) -> str:
     return multi_row(UPSERT, "(" + ", ".join(["%s"] * len(COLUMNS)) + ")", rows, ", ")
 
 
-def customer_row(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, ...]:
+def customer_row(record: dict[str, Any], meta: dict[str, Any], wire: bytes | None = None) -> tuple[Any, ...]:
+    """The row of a golden record; `wire` is its serialized form when already built (the Kafka record's)."""
     ids = record.get("source_ids", {})
     return (
         record["customer_id"], *(record.get(f) for f in PROFILE), record.get("lifecycle_status"),
         ids.get("erp", []), ids.get("crm", []), None, record["version"], record["updated_at"],
         meta["correlation_id"], meta["causation_id"], "GoldenRecordUpdated", 1, meta["source_position"],
-        orjson.dumps(record).decode(),
+        (wire if wire is not None else orjson.dumps(record)).decode(),
     )  # fmt: skip
 
 
@@ -46,6 +49,17 @@ def retired_row(merged: str, survivor: str, meta: dict[str, Any]) -> tuple[Any, 
     return (merged, *(None for _ in PROFILE), "merged", [], [], survivor, RETIRED_VERSION, None,
             meta["correlation_id"], meta["causation_id"], "CustomerMerged", 1, meta["source_position"],
             orjson.dumps(record).decode())  # fmt: skip
+
+
+def _meta(cause: Cause) -> dict[str, Any]:
+    return {"correlation_id": cause.correlation_id, "causation_id": cause.causation_id,
+            "source_position": cause.source_position}  # fmt: skip
+
+
+DESTINATION = Destination[tuple[Any, ...]](TABLE, {
+    GoldenRecordUpdated: lambda u: [customer_row(u.record, _meta(u.cause), u.wire)],
+    CustomerRetired: lambda r: [retired_row(r.merged, r.survivor, _meta(r.cause))],
+})  # fmt: skip
 
 
 class Customer360Writer(OpsTableWriter):

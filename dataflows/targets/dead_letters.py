@@ -12,10 +12,10 @@ import base64
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 
-from dataflows.outputs import DLQ_TOPIC, KafkaOut
+from dataflows.core.outputs import DeadLetter
+from dataflows.outputs import Destination
 from dataflows.targets import ops_table
 
 TABLE = "dead_letters"
@@ -45,15 +45,18 @@ def _raw(text: str | None, encoding: str) -> bytes | None:
     return base64.b64decode(text) if encoding == "base64" else text.encode()
 
 
-def dead_letter_row(out: KafkaOut) -> tuple[Any, ...] | None:
-    """The row of a DLQ record (None for any other output): the original key and value as bytes."""
-    if out.topic != DLQ_TOPIC or out.value is None:
+def dead_letter_row(out: object) -> tuple[Any, ...] | None:
+    """The row of a dead letter (None for any other output): the original key and value as bytes."""
+    if not isinstance(out, DeadLetter):
         return None
-    d = orjson.loads(out.value)
+    d = out.record
     failed_at = datetime.fromisoformat(d["failed_at"])
     return (d["dead_letter_id"], d["stage"], d["error_class"], d["reason"], d["source"], d["topic"], d["partition"],
             d["offset"], _raw(d["key"], "utf-8"), _raw(d["payload"], d["payload_encoding"]), failed_at, failed_at,
             failed_at)  # fmt: skip
+
+
+DESTINATION = Destination[tuple[Any, ...]](TABLE, {DeadLetter: lambda d: [dead_letter_row(d)]})
 
 
 def ensure_table(conn: psycopg.Connection) -> None:

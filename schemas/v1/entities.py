@@ -94,6 +94,18 @@ class IdentityLinkV1(BaseModel):
     values: list[str] = Field(default_factory=list, description="The normalized values that matched.")
 
 
+class FieldProvenanceV1(BaseModel):
+    """One write that golden profile fields' current values come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: str = Field(description="The source system whose value it is, e.g. 'erp'.")
+    source: str = Field(description="The connector it was captured by.")
+    owner: bool = Field(description="Written by a system that owns the fields (else filled in by a non-owner; "
+                        "that decision has its governance record).")
+    fields: list[str] = Field(description="The profile fields whose current value this write set.")
+
+
 class CustomerV1(CustomerProfileV1):
     """The golden customer: one per real-world customer, across CRM and ERP."""
 
@@ -111,6 +123,8 @@ class CustomerV1(CustomerProfileV1):
     version: int = Field(ge=1, description="Increases with every applied change.")
     updated_at: AwareDatetime = Field(description="Commit time of the newest applied change.")
     last_correlation_id: str
+    provenance: list[FieldProvenanceV1] = Field(default_factory=list, description="Who wrote the profile "
+                                                "fields' current values, and from where: one entry per write.")
 
 
 Entity = Literal["customer", "contact", "billing_account", "subscription", "opportunity", "invoice"]

@@ -1,4 +1,6 @@
-"""Ownership decisions: one record per proposed field value. Published on `tidemark.governance.v1`."""
+"""Governance decisions: one record per decision where the ownership or identity policy intervened
+(filled, conflict, rejected, stale, identity findings). Published on `tidemark.governance.v1`; a plain
+write by the owning system is not one (see CustomerV1.provenance)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 
 class GovernanceDecision(StrEnum):
-    APPLIED = "applied"  # from an owner: written to the golden record
+    # From an owner: written to the golden record. Not published as a record: counted (owner writes metric)
+    # and visible as the field's provenance in the golden record.
+    APPLIED = "applied"
     FILLED = "filled"  # from a non-owner, into an empty field (policy fill_if_empty)
     CONFLICT = "conflict"  # from a non-owner, advisory: recorded, not applied
     REJECTED = "rejected"  # from a non-owner under policy reject, or a derived field

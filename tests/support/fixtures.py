@@ -39,3 +39,9 @@ def decoded(source: str, scenario: str) -> list[ChangeRecord]:
             if rec is not None:
                 out.append(rec)
     return sorted(out, key=lambda c: c.position)
+
+
+def written_by(record: dict[str, Any], name: str) -> dict[str, Any]:
+    """The provenance entry (CustomerV1.provenance) of the write a golden field's value comes from."""
+    (write,) = [w for w in record["provenance"] if name in w["fields"]]
+    return write

@@ -15,7 +15,7 @@ from dataflows.core.core import ConsistencyCore
 from dataflows.core.change import CanonicalChange
 from dataflows.config.policy import build_policy
 from dataflows.flows.consistency import Decoder
-from dataflows.outputs import KafkaOut
+from dataflows.core.outputs import DeadLetter
 from tests.support.fixtures import connector, recorded
 
 CONNECTORS = {s: connector(s) for s in ("erp", "crm")}
@@ -63,8 +63,8 @@ def test_every_bad_value_becomes_a_dead_letter_and_the_flow_goes_on(edits) -> No
         row.update(extra)
         raw = RawRecord(template["topic"], 0, offset, orjson.dumps(template["key"]), _raw(envelope))
         result = decoder(raw)
-        if isinstance(result, KafkaOut):
-            letter = orjson.loads(result.value)
+        if isinstance(result, DeadLetter):
+            letter = orjson.loads(result.wire)
             assert letter["error_class"] and letter["reason"] and letter["offset"] == offset
             continue
         assert isinstance(result, CanonicalChange) or result is None

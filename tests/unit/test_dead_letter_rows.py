@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from dataflows.outputs import KafkaOut, dead_letter_out
+from dataflows.outputs import DLQ_TOPIC, KafkaOut, dead_letter_out
+from dataflows.targets import dead_letters
 from dataflows.targets.dead_letters import COLUMNS, dead_letter_row
 
 
@@ -15,6 +16,7 @@ def test_a_dead_letter_row_keeps_the_original_bytes_even_when_not_utf8() -> None
 
 def test_only_dlq_records_become_rows() -> None:
     assert dead_letter_row(KafkaOut("tidemark.lifecycle.v1", "k", b"{}", ())) is None
+    assert dead_letters.DESTINATION.records(KafkaOut(DLQ_TOPIC, "k", b"{}", ())) == []
 
 
 def test_the_same_record_failing_again_has_the_same_id() -> None:

@@ -12,7 +12,7 @@ from dataflows.flows.consistency import Decoder
 from dataflows.ingest.decode import DecodeError, decode
 from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.io.kafka_source import RawRecord
-from dataflows.outputs import KafkaOut
+from dataflows.core.outputs import DeadLetter
 from tests.unit.test_bad_values_fuzz import CONNECTORS, TEMPLATES
 
 
@@ -30,7 +30,7 @@ def test_decoded_change_carries_its_origin_and_replay_flag(records) -> None:
         try:
             alone = mappers[source.name].map(decode(key, value, source=source.name, dialect=source.dialect))
         except (DecodeError, MappingError):
-            assert isinstance(change, KafkaOut)  # a dead letter, as before
+            assert isinstance(change, DeadLetter)  # a dead letter, as before
             continue
         assert isinstance(change, CanonicalChange)
         assert change.origin == (template["topic"], partition, offset, key, value)

@@ -16,7 +16,8 @@ from dataflows.bench.workload import vat_de
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.inputs import StewardCommand
 from dataflows.config.policy import build_policy
-from dataflows.outputs import CUSTOMERS_TOPIC, route
+from dataflows.core.outputs import CustomerRetired
+from dataflows.outputs import CUSTOMERS_TOPIC, KAFKA, emit
 from dataflows.targets import crm_writeback, customer_360
 from schemas import CustomerV1, GovernanceRecordV1, LifecycleEventV1
 from tests.support.fixtures import connector
@@ -118,10 +119,14 @@ def test_a_chain_of_merges_in_one_batch_retires_every_id_into_the_last_survivor(
     out.extend(core.flush())
     survivor = core.identity.golden_id(("erp", "9"))
     assert {m for m, _ in out.retired} == ids - {survivor} and {s for _, s in out.retired} == {survivor}
-    items = route(out)
-    tombstones = {i.key for t, i in items if t == "kafka" and i.topic == CUSTOMERS_TOPIC and i.value is None}
+    items = emit(out)
+    retirements = [o for o in items if isinstance(o, CustomerRetired)]
+    assert {o.survivor for o in retirements} == {survivor}  # each points at the final survivor
+    assert all(o.cause.correlation_id for o in retirements)  # and carries its cause
+    tombstones = {r.key for o in items for r in KAFKA.records(o) if r.topic == CUSTOMERS_TOPIC and r.value is None}
     at = customer_360.COLUMNS.index("merged_into")
-    retired_rows = {row[0]: row[at] for t, row in items if t == "customer_360" and row[at] is not None}
+    retired_rows = {row[0]: row[at] for o in items for row in customer_360.DESTINATION.records(o)
+                    if row[at] is not None}  # fmt: skip
     assert tombstones == ids - {survivor} and retired_rows == dict.fromkeys(ids - {survivor}, survivor)
 
 

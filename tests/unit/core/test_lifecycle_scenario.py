@@ -9,7 +9,7 @@ import pytest
 from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.config.policy import build_policy
 from schemas import CustomerV1, GovernanceRecordV1, LifecycleEventV1
-from tests.support.fixtures import connector
+from tests.support.fixtures import connector, written_by
 from tests.support.world import World
 
 POLICY = build_policy([connector("erp"), connector("crm")])
@@ -58,7 +58,9 @@ def test_full_lifecycle(run) -> None:
     out = step("crm", "accounts", 7, {"erp_customer_id": 42})  # crosswalk agrees: nothing to merge
     assert types(out) == [] and len(core.records) == 1
     # The CRM still says FR: now that the ERP owns a value, that is a conflict, reported once.
-    assert {(g["field"], g["decision"]) for g in out.governance} == {("erp_customer_id", "applied"), ("country", "conflict")}
+    # The crosswalk is the CRM's own field: a plain owner write, its provenance, not a governance record.
+    assert {(g["field"], g["decision"]) for g in out.governance} == {("country", "conflict")}
+    assert written_by(out.customers[-1][0], "erp_customer_id")["system"] == "crm"
 
     step("erp", "billing_accounts", 5, {"customer_id": 42, "currency": "eur", "approval_status": "pending"})
     assert types(step("erp", "billing_accounts", 5, {"approval_status": "approved"})) == ["BillingAccountApproved"]

@@ -10,7 +10,7 @@ from dataflows.core.partitioned import LocalPartitioned
 from dataflows.core.sequencer import Sequencer
 from dataflows.flows.core_logic import CoreMetrics
 from dataflows.flows.partitioned import CustomerLogic, snapshot_epoch
-from dataflows.outputs import HANDOFF_TOPIC
+from dataflows.outputs import HANDOFF_TOPIC, KAFKA
 from tests.unit.core.test_core_properties import POLICY, build
 
 OPS = [(("erp", "customers"), 1, {"legal_name": "Acme GmbH"}), (("crm", "accounts"), 2, {"name": "Acme"}),
@@ -37,8 +37,8 @@ def test_a_key_snapshots_its_own_bytes_and_resumes_from_them() -> None:
             key, message = pending.pop(0)
             logic = CustomerLogic(customers, counters, snapshots.get(key))
             items, _ = logic.on_batch([(key, message)])
-            pending += [pickle.loads(i.value) for t, i in items  # noqa: S301
-                        if t == "kafka" and i.topic == HANDOFF_TOPIC]  # fmt: skip
+            pending += [pickle.loads(r.value) for i in items for r in KAFKA.records(i)  # noqa: S301
+                        if r.topic == HANDOFF_TOPIC]  # fmt: skip
             snapshots[key] = logic.snapshot()
             assert logic.state is None  # at rest: bytes only
     live = {key for key, blob in snapshots.items() if blob[:1] == b"L"}

@@ -216,6 +216,19 @@ class _Groups:
         return [self.members[root] for root in self.members if self.parent[root] == root]
 
 
+def _drop(sets: dict[Any, set[Ref]], key: Any, refs: Iterable[Ref]) -> None:
+    """Remove refs from the set at `key`; an emptied set goes. The set is written back, not only changed in
+    place, so a journaled dict (core/journal.py) sees the change."""
+    held = sets.get(key)
+    if held is None:
+        return
+    held.difference_update(refs)
+    if held:
+        sets[key] = held
+    else:
+        del sets[key]
+
+
 def _text(ref: Ref) -> str:
     return f"{ref[0]}:{ref[1]}"
 
@@ -302,8 +315,8 @@ class IdentityResolver:
             for b in rest:
                 self.apart.setdefault(a, set()).add(b)
                 self.apart.setdefault(b, set()).add(a)
-                self.joined.get(a, set()).discard(b)
-                self.joined.get(b, set()).discard(a)
+                _drop(self.joined, a, (b,))
+                _drop(self.joined, b, (a,))
         return self._regroup(set(cluster.refs), min(part, key=self.anchor))
 
     def join(self, a: Ref, b: Ref) -> Resolution:
@@ -314,9 +327,9 @@ class IdentityResolver:
                 raise ValueError(msg)
         side_a, side_b = self.clusters[self.ref_cluster[a]].refs, self.clusters[self.ref_cluster[b]].refs
         for x in side_a:
-            self.apart.get(x, set()).difference_update(side_b)
+            _drop(self.apart, x, side_b)
         for y in side_b:
-            self.apart.get(y, set()).difference_update(side_a)
+            _drop(self.apart, y, side_a)
         self.joined.setdefault(a, set()).add(b)
         self.joined.setdefault(b, set()).add(a)
         return self._regroup({a, b}, a)
@@ -351,14 +364,11 @@ class IdentityResolver:
         if keys == old_keys and targets == old_targets:
             return False
         for key in old_keys - keys:
-            holders = self.index[key]
-            holders.discard(ref)
-            if not holders:
-                del self.index[key]
+            _drop(self.index, key, (ref,))
         for key in keys - old_keys:
             self.index.setdefault(key, set()).add(ref)
         for _, target in old_targets - targets:
-            self.linked_by.get(target, set()).discard(ref)
+            _drop(self.linked_by, target, (ref,))
         for _, target in targets - old_targets:
             self.linked_by.setdefault(target, set()).add(ref)
         self.ref_keys[ref], self.targets[ref] = keys, targets

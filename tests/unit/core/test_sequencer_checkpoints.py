@@ -36,15 +36,15 @@ def checkpointed(arrivals: list[tuple[float, Any]], rnd: random.Random, cut: int
     """An uninterrupted sequencer, and one resumed after `cut` arrivals from the checkpoints taken at random
     epochs until then (a base first and now and then); `drop`: that checkpoint is lost."""
     whole, crashed = Sequencer(POLICY, run=1), Sequencer(POLICY, run=1)
-    chain: list[bytes] = []
+    chain = [crashed.checkpoint(full=True)]
     for i, (now, change) in enumerate(arrivals[:cut]):
         whole.submit_batch([change], now)
         crashed.submit_batch([change], now)
         whole.take(), crashed.take()
         if rnd.random() < 0.4 or i == cut - 1:
-            chain.append(crashed.checkpoint(full=not chain or rnd.random() < 0.15))
+            chain.append(crashed.checkpoint(full=rnd.random() < 0.15))
     bases = [i for i, blob in enumerate(chain) if pickle.loads(blob)[1]]  # noqa: S301
-    kept = chain[bases[-1]:] if bases else []
+    kept = chain[bases[-1]:]
     if drop is not None:
         del kept[drop]
     resumed = restore(kept)

@@ -1,0 +1,78 @@
+"""Where the sequencer's incremental checkpoints live: numbered files beside Bytewax's recovery partitions.
+
+Bytewax keeps one snapshot per key (the newest at or before the epoch it resumes from), so a base and its
+deltas cannot all be the sequencer key's snapshot. They are files here instead, and the key's snapshot
+names the newest one (its generation). A file is durable (fsync, rename, fsync of the directory) before
+the snapshot naming it is returned to Bytewax, so every snapshot Bytewax holds names files that exist.
+
+Bytewax may resume from an epoch before the newest snapshot (one not yet committed by every worker): the
+files of later generations are then removed, and the resumed run writes its own. Bases are kept with their
+deltas for KEEP_BASES compactions, so an epoch Bytewax may still resume from always has its chain.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+KEEP_BASES = 3
+MIN_BASE_EVERY = 8  # generations between two bases at least: a resume's lag is a few epochs at most
+
+
+class CheckpointFiles:
+    """Generations 1, 2, ...: `<gen>.base` (full) or `<gen>.delta` (entries changed since the one before)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _files(self) -> list[tuple[int, bool, Path]]:
+        """(generation, full, path), oldest first."""
+        found = []
+        for path in self.directory.iterdir():
+            stem, _, kind = path.name.partition(".")
+            if stem.isdigit() and kind in ("base", "delta"):
+                found.append((int(stem), kind == "base", path))
+        return sorted(found)
+
+    def clear(self) -> None:
+        """A run that starts afresh (no snapshot to resume): another run's files must never be read."""
+        for _, _, path in self._files():
+            path.unlink()
+
+    def write(self, gen: int, blob: bytes, full: bool) -> None:
+        path = self.directory / f"{gen:012d}.{'base' if full else 'delta'}"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if full:
+            self._prune()
+
+    def chain(self, gen: int) -> list[bytes]:
+        """The newest base at or before `gen` and every delta after it up to `gen`; removes later files."""
+        files = self._files()
+        for later in [p for g, _, p in files if g > gen]:
+            later.unlink()
+        mine = [(g, full, p) for g, full, p in files if g <= gen]
+        start = max((i for i, (_, full, _) in enumerate(mine) if full), default=None)
+        if start is None or [g for g, _, _ in mine[start:]] != list(range(mine[start][0], gen + 1)):
+            msg = f"sequencer checkpoints in {self.directory} do not reach generation {gen} from a base"
+            raise FileNotFoundError(msg)
+        return [p.read_bytes() for _, _, p in mine[start:]]
+
+    def _prune(self) -> None:
+        files = self._files()
+        bases = [g for g, full, _ in files if full]
+        if len(bases) > KEEP_BASES:
+            oldest_kept = bases[-KEEP_BASES]
+            for g, _, p in files:
+                if g < oldest_kept:
+                    p.unlink()

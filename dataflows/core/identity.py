@@ -104,7 +104,7 @@ class Conflict:
     reason: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Cluster:
     golden_id: str
     refs: set[Ref] = field(default_factory=set)
@@ -216,17 +216,35 @@ class _Groups:
         return [self.members[root] for root in self.members if self.parent[root] == root]
 
 
-def _drop(sets: dict[Any, set[Ref]], key: Any, refs: Iterable[Ref]) -> None:
-    """Remove refs from the set at `key`; an emptied set goes. The set is written back, not only changed in
+Holders = tuple[Ref, ...] | set[Ref]  # most keys have one or two holders: a tuple is a quarter of a set
+FEW = 8  # holders beyond this are a set (adding to a tuple copies it)
+
+
+def _hold(holders: dict[Any, Holders], key: Any, ref: Ref) -> None:
+    """Add ref to the holders of `key` (written back, so a journaled dict sees the change)."""
+    held = holders.get(key, ())
+    if isinstance(held, set):
+        held.add(ref)
+        holders[key] = held
+    elif ref not in held:
+        holders[key] = held + (ref,) if len(held) < FEW else {*held, ref}
+
+
+def _drop(holders: dict[Any, Holders], key: Any, refs: Iterable[Ref]) -> None:
+    """Remove refs from the holders of `key`; emptied, the key goes. Written back, not only changed in
     place, so a journaled dict (core/journal.py) sees the change."""
-    held = sets.get(key)
+    held = holders.get(key)
     if held is None:
         return
-    held.difference_update(refs)
-    if held:
-        sets[key] = held
+    if isinstance(held, set):
+        held.difference_update(refs)
     else:
-        del sets[key]
+        gone = set(refs)
+        held = tuple(r for r in held if r not in gone)
+    if held:
+        holders[key] = held
+    else:
+        del holders[key]
 
 
 def _text(ref: Ref) -> str:
@@ -244,10 +262,10 @@ class IdentityResolver:
         self.stats = IdentityStats()
         self.ref_cluster: dict[Ref, str] = {}
         self.clusters: dict[str, Cluster] = {}
-        self.index: dict[IndexKey, set[Ref]] = {}
+        self.index: dict[IndexKey, Holders] = {}
         self.ref_keys: dict[Ref, frozenset[IndexKey]] = {}
         self.targets: dict[Ref, frozenset[tuple[str, Ref]]] = {}  # crosswalks: (rule, named customer)
-        self.linked_by: dict[Ref, set[Ref]] = {}
+        self.linked_by: dict[Ref, Holders] = {}
         self.joined: dict[Ref, set[Ref]] = {}  # steward joins
         self.apart: dict[Ref, set[Ref]] = {}  # steward splits
         self.seen: set[Ref] = set()  # source customers that appeared themselves (not only named by a crosswalk)
@@ -366,11 +384,11 @@ class IdentityResolver:
         for key in old_keys - keys:
             _drop(self.index, key, (ref,))
         for key in keys - old_keys:
-            self.index.setdefault(key, set()).add(ref)
+            _hold(self.index, key, ref)
         for _, target in old_targets - targets:
             _drop(self.linked_by, target, (ref,))
         for _, target in targets - old_targets:
-            self.linked_by.setdefault(target, set()).add(ref)
+            _hold(self.linked_by, target, ref)
         self.ref_keys[ref], self.targets[ref] = keys, targets
         return True
 

@@ -194,7 +194,8 @@ def _feed_child(customers: int, changes_per_snapshot: int, runs: int, conn: Any)
 
 
 def _core_state_child(
-    customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue, conn: Any  # type: ignore[type-arg]
+    customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue, conn: Any,  # type: ignore[type-arg]
+    incremental: bool = True,
 ) -> None:
     from dataflows.config.connectors import load_connectors
     from dataflows.config.policy import build_policy
@@ -206,7 +207,8 @@ def _core_state_child(
     connectors = load_connectors(settings.connectors_dir)
     mappers = {name: SourceMapper(c) for name, c in connectors.items()}
     with tempfile.TemporaryDirectory(prefix="tidemark-checkpoints-") as checkpoints:
-        core = FlowCore(build_policy(connectors.values()), Path(checkpoints), settings.topic_partitions)
+        where = Path(checkpoints) if incremental else None
+        core = FlowCore(build_policy(connectors.values()), where, settings.topic_partitions)
         to_input = lambda e: mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect))  # noqa: E731
         baseline, started = _trimmed_rss(), time.monotonic()
         # Every customer created in both systems, then random updates; streamed, never all in memory. An
@@ -229,15 +231,17 @@ def _core_state_child(
     out.put(CoreStateRun(customers, state, seconds, full_ms, tuple(snapshots), tuple(changed)))
 
 
-def core_state(customers: int, changes_per_snapshot: int = 1000, runs: int = 3) -> CoreStateRun:
+def core_state(customers: int, changes_per_snapshot: int = 1000, runs: int = 3,
+               incremental: bool = True) -> CoreStateRun:  # fmt: skip
     """The flow's core alone in a fresh interpreter (nothing else in its heap; the workload is generated in
     another process): resident bytes of its state, and the snapshots the dataflow would take after a batch
-    of changes."""
+    of changes (incremental=False: the sequencer's snapshotted whole, for comparison)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     receive, send = context.Pipe(duplex=False)
     feeder = context.Process(target=_feed_child, args=(customers, changes_per_snapshot, runs, send))
-    child = context.Process(target=_core_state_child, args=(customers, changes_per_snapshot, runs, queue, receive))
+    child = context.Process(target=_core_state_child,
+                            args=(customers, changes_per_snapshot, runs, queue, receive, incremental))
     feeder.start()
     child.start()
     send.close()

@@ -41,7 +41,7 @@ class Sequencer(ConsistencyCore):
                                                         "linked_by", "joined", "apart", "retired", "found", "_ref_sig")]
         places += [(identity, "seen", TrackedSet), (identity, "reported", TrackedSet), (self.marks, "_marks", TrackedDict),
                    (self, "via_index", TrackedDict), (self, "steward_applied", TrackedSet),
-                   (self.snapshots, "live", TrackedDict)]  # fmt: skip
+                   (self.snapshots, "live", TrackedDict), (self.snapshots, "_seen", TrackedSet)]  # fmt: skip
         for owner, attr, kind in places:
             container = kind(f"{type(owner).__name__}.{attr}", getattr(owner, attr))
             setattr(owner, attr, container)
@@ -77,11 +77,10 @@ class Sequencer(ConsistencyCore):
         self.outbox.append((coordinator, Work(op, step, lenders)))
 
 
-def restore(chain: Iterable[bytes]) -> Sequencer:
-    """The sequencer as of the last checkpoint of `chain`: a full checkpoint, then each later one in order.
-    Call restart() on it before use."""
+def _replay(chain: Iterable[bytes]) -> tuple[bytes, dict[str, bool], dict[str, Tracked]]:
+    """The bounded part of the last checkpoint of `chain`, and the journaled structures as of it."""
     containers: dict[str, Tracked] | None = None
-    light = b""
+    light, kinds = b"", {}
     for blob in chain:
         light, full, kinds, part = pickle.loads(blob)  # noqa: S301 - our own snapshot
         if containers is None:
@@ -93,6 +92,21 @@ def restore(chain: Iterable[bytes]) -> Sequencer:
     if containers is None:
         msg = "no checkpoint to restore"
         raise ValueError(msg)
+    return light, kinds, containers
+
+
+def restore(chain: Iterable[bytes]) -> Sequencer:
+    """The sequencer as of the last checkpoint of `chain`: a full checkpoint, then each later one in order.
+    Call restart() on it before use."""
+    light, _, containers = _replay(chain)
     sequencer = loads_around(light, containers)
     assert isinstance(sequencer, Sequencer)
     return sequencer
+
+
+def merge(chain: Iterable[bytes]) -> bytes:
+    """A full checkpoint equal to `chain` (a full checkpoint and later ones): compaction without the
+    sequencer, from its checkpoints alone, so it can run beside it (flows/checkpoints.py)."""
+    light, kinds, containers = _replay(chain)
+    part = Journal(containers.values()).base()
+    return pickle.dumps((light, True, kinds, part), protocol=pickle.HIGHEST_PROTOCOL)

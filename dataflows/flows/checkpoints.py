@@ -8,11 +8,17 @@ the snapshot naming it is returned to Bytewax, so every snapshot Bytewax holds n
 Bytewax may resume from an epoch before the newest snapshot (one not yet committed by every worker): the
 files of later generations are then removed, and the resumed run writes its own. Bases are kept with their
 deltas for KEEP_BASES compactions, so an epoch Bytewax may still resume from always has its chain.
+
+Compaction (a new base once the deltas outweigh the last one) runs in a process of its own, from the files
+alone (sequencer.merge): a snapshot never costs in proportion to the state held. Its result is written under
+a temporary name and put in place by the sequencer's process, which alone decides what the files hold.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 KEEP_BASES = 3
@@ -25,6 +31,7 @@ class CheckpointFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.compacting: tuple[subprocess.Popen[bytes], int, Path] | None = None
 
     def _files(self) -> list[tuple[int, bool, Path]]:
         """(generation, full, path), oldest first."""
@@ -39,14 +46,19 @@ class CheckpointFiles:
         """A run that starts afresh (no snapshot to resume): another run's files must never be read."""
         for _, _, path in self._files():
             path.unlink()
+        self._drop_unfinished()
+
+    def _drop_unfinished(self) -> None:
+        for path in [*self.directory.glob("*.merging"), *self.directory.glob("*.tmp")]:
+            path.unlink(missing_ok=True)
 
     def write(self, gen: int, blob: bytes, full: bool) -> None:
         path = self.directory / f"{gen:012d}.{'base' if full else 'delta'}"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
+        _durable(tmp, blob)
+        self._put(tmp, path, full)
+
+    def _put(self, tmp: Path, path: Path, full: bool) -> None:
         os.replace(tmp, path)
         fd = os.open(self.directory, os.O_RDONLY)
         try:
@@ -58,10 +70,37 @@ class CheckpointFiles:
 
     def chain(self, gen: int) -> list[bytes]:
         """The newest base at or before `gen` and every delta after it up to `gen`; removes later files."""
-        files = self._files()
-        for later in [p for g, _, p in files if g > gen]:
+        self._drop_unfinished()
+        for later in [p for g, _, p in self._files() if g > gen]:
             later.unlink()
-        mine = [(g, full, p) for g, full, p in files if g <= gen]
+        return self.read(gen)
+
+    def compact_beside(self, gen: int) -> None:
+        """Start merging the chain up to `gen` into a base, in a process of its own (unless one runs)."""
+        if self.compacting is None:
+            out = self.directory / f"{gen:012d}.merging"
+            args = [sys.executable, "-m", "dataflows.flows.checkpoints", str(self.directory), str(gen), str(out)]
+            self.compacting = (subprocess.Popen(args), gen, out)  # noqa: S603 - our own interpreter and module
+
+    def adopt(self, wait: bool = False) -> tuple[int, int] | None:
+        """A finished compaction's base put in place: (its generation, its size); None when none is ready.
+        A failed one is dropped (the next snapshot starts another)."""
+        if self.compacting is None:
+            return None
+        process, gen, out = self.compacting
+        if (process.wait() if wait else process.poll()) is None:
+            return None
+        self.compacting = None
+        if process.returncode != 0 or not out.exists():
+            out.unlink(missing_ok=True)
+            return None
+        size = out.stat().st_size
+        self._put(out, self.directory / f"{gen:012d}.base", full=True)
+        return gen, size
+
+    def read(self, gen: int) -> list[bytes]:
+        """The chain up to `gen`, as read: nothing removed."""
+        mine = [(g, full, p) for g, full, p in self._files() if g <= gen]
         start = max((i for i, (_, full, _) in enumerate(mine) if full), default=None)
         if start is None or [g for g, _, _ in mine[start:]] != list(range(mine[start][0], gen + 1)):
             msg = f"sequencer checkpoints in {self.directory} do not reach generation {gen} from a base"
@@ -76,3 +115,21 @@ class CheckpointFiles:
             for g, _, p in files:
                 if g < oldest_kept:
                     p.unlink()
+
+
+def _durable(path: Path, blob: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _merge_main(directory: str, gen: str, out: str) -> None:
+    """The compaction process: the chain up to `gen` merged into one base, written to `out`."""
+    from dataflows.core.sequencer import merge
+
+    _durable(Path(out), merge(CheckpointFiles(Path(directory)).read(int(gen))))
+
+
+if __name__ == "__main__":
+    _merge_main(*sys.argv[1:4])

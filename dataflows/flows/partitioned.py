@@ -53,7 +53,8 @@ class SequencerLogic(CoreLogic):
 
     def __init__(self, policy: Policy, streams: list[tuple[str, int]], resume: bytes | None,
                  files: CheckpointFiles | None = None) -> None:  # fmt: skip
-        self.files, self.gen, self.base_bytes, self.delta_bytes, self.since_base = files, 0, 0, 0, 0
+        self.files, self.gen, self.base_bytes = files, 0, 0
+        self.deltas: list[tuple[int, int]] = []  # (generation, size) of the deltas after the newest base
         if resume and resume[:1] == JOURNALED:
             if files is None:
                 msg = "the sequencer's snapshot names checkpoint files, and no directory was given"
@@ -61,7 +62,8 @@ class SequencerLogic(CoreLogic):
             self.gen = int(resume[1:])
             chain = files.chain(self.gen)
             core = restore(chain)
-            self.base_bytes, self.delta_bytes, self.since_base = len(chain[0]), sum(map(len, chain[1:])), len(chain) - 1
+            self.base_bytes = len(chain[0])
+            self.deltas = [(self.gen - len(chain) + 1 + i, len(blob)) for i, blob in enumerate(chain) if i]
         else:
             core = pickle.loads(resume) if resume else Sequencer(policy, time.time_ns())  # noqa: S301 - ours
         # A new run: its operations never match the hand-offs a crashed run left on the topic.
@@ -75,20 +77,29 @@ class SequencerLogic(CoreLogic):
     def snapshot(self) -> bytes:
         if self.files is None:
             return super().snapshot()
-        # A base when the deltas since the last one outweigh it: a snapshot's cost stays in proportion to
-        # the entries changed (amortized), and a resume reads at most about twice the state.
-        full = self.gen == 0 or self.base_bytes == 0 or (
-            self.since_base >= MIN_BASE_EVERY and self.delta_bytes >= self.base_bytes)
+        full = self.gen == 0
         blob = self.core.checkpoint(full)
-        if self.gen == 0:
+        if full:
             self.files.clear()
         self.gen += 1
         self.files.write(self.gen, blob, full)
         if full:
-            self.base_bytes, self.delta_bytes, self.since_base = len(blob), 0, 0
+            self.base_bytes, self.deltas = len(blob), []
         else:
-            self.delta_bytes, self.since_base = self.delta_bytes + len(blob), self.since_base + 1
+            self.deltas.append((self.gen, len(blob)))
+        self._compact()
         return JOURNALED + str(self.gen).encode()
+
+    def _compact(self) -> None:
+        """A new base, merged beside the flow, once the deltas since the last one outweigh it: a resume
+        reads at most about twice the state, and no snapshot pays for the whole of it."""
+        assert self.files is not None
+        adopted = self.files.adopt()
+        if adopted is not None:
+            self.base_bytes = adopted[1]
+            self.deltas = [(g, n) for g, n in self.deltas if g > adopted[0]]
+        if len(self.deltas) >= MIN_BASE_EVERY and sum(n for _, n in self.deltas) >= self.base_bytes:
+            self.files.compact_beside(self.gen)
 
 
 class CustomerLogic(StatefulBatchLogic[Keyed, tuple[str, Any], bytes]):

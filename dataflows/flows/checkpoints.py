@@ -29,12 +29,12 @@ class CheckpointFiles:
     """Generations 1, 2, ...: `<gen>.base` (full) or `<gen>.delta` (entries changed since the one before)."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory = directory  # made at first use: building the flow does no I/O
         self.compacting: tuple[subprocess.Popen[bytes], int, Path] | None = None
 
     def _files(self) -> list[tuple[int, bool, Path]]:
         """(generation, full, path), oldest first."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         found = []
         for path in self.directory.iterdir():
             stem, _, kind = path.name.partition(".")

@@ -5,6 +5,7 @@ name. Every write marks its key; a value changed in place must be written back (
 which marks its key) for the change to count. A Journal takes, from the containers it holds, either every
 entry (a base) or the entries marked since its last take (a delta, with GONE for a removed key), and puts
 a base and the deltas after it, in order, back into fresh containers: the state as of the last delta.
+Marking starts with the first base (until then `dirty` is None): a core never checkpointed keeps no marks.
 
 The rest of an object graph is pickled around the containers (`dumps_around`): each container is written as
 its name only and found again by name on load, so that part stays as small as the core's bounded parts.
@@ -42,22 +43,26 @@ class TrackedDict(dict):  # type: ignore[type-arg]
     def __init__(self, name: str, *args: Any) -> None:
         super().__init__(*args)
         self.name = name
-        self.dirty: set[Hashable] = set()
+        self.dirty: set[Hashable] | None = None
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
-        self.dirty.add(key)
+        if self.dirty is not None:
+            self.dirty.add(key)
         super().__setitem__(key, value)
 
     def __delitem__(self, key: Hashable) -> None:
-        self.dirty.add(key)
+        if self.dirty is not None:
+            self.dirty.add(key)
         super().__delitem__(key)
 
     def pop(self, key: Hashable, *default: Any) -> Any:
-        self.dirty.add(key)
+        if self.dirty is not None:
+            self.dirty.add(key)
         return super().pop(key, *default)
 
     def setdefault(self, key: Hashable, default: Any = None) -> Any:
-        self.dirty.add(key)  # the caller may change the value in place
+        if self.dirty is not None:
+            self.dirty.add(key)  # the caller may change the value in place
         return super().setdefault(key, default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
@@ -65,12 +70,14 @@ class TrackedDict(dict):  # type: ignore[type-arg]
             self[key] = value
 
     def clear(self) -> None:
-        self.dirty.update(self)
+        if self.dirty is not None:
+            self.dirty.update(self)
         super().clear()
 
     def popitem(self) -> tuple[Hashable, Any]:
         key, value = super().popitem()
-        self.dirty.add(key)
+        if self.dirty is not None:
+            self.dirty.add(key)
         return key, value
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -86,18 +93,21 @@ class TrackedSet(set):  # type: ignore[type-arg]
     def __init__(self, name: str, items: Iterable[Hashable] = ()) -> None:
         super().__init__(items)
         self.name = name
-        self.dirty: set[Hashable] = set()
+        self.dirty: set[Hashable] | None = None
 
     def add(self, item: Hashable) -> None:
-        self.dirty.add(item)
+        if self.dirty is not None:
+            self.dirty.add(item)
         super().add(item)
 
     def discard(self, item: Hashable) -> None:
-        self.dirty.add(item)
+        if self.dirty is not None:
+            self.dirty.add(item)
         super().discard(item)
 
     def remove(self, item: Hashable) -> None:
-        self.dirty.add(item)
+        if self.dirty is not None:
+            self.dirty.add(item)
         super().remove(item)
 
     def update(self, *others: Iterable[Hashable]) -> None:
@@ -120,20 +130,24 @@ class Journal:
 
     def base(self) -> Part:
         """Every entry; the marks start afresh."""
-        for c in self.containers.values():
-            c.dirty = set()
+        self.track()
         return {name: _entries(c, c) for name, c in self.containers.items()}
 
     def delta(self) -> Part:
         """The entries marked since the last base or delta (GONE: removed)."""
+        if any(c.dirty is None for c in self.containers.values()):
+            msg = "a delta follows a base: nothing was marked before one"
+            raise ValueError(msg)
         part = {}
         for name, c in self.containers.items():
             if c.dirty:
                 part[name], c.dirty = _entries(c, c.dirty), set()
         return part
 
-    def dirty(self) -> int:
-        return sum(len(c.dirty) for c in self.containers.values())
+    def track(self) -> None:
+        """Start marking afresh (the containers equal the last base and deltas, as after a restore)."""
+        for c in self.containers.values():
+            c.dirty = set()
 
 
 def _entries(c: Tracked, keys: Iterable[Hashable]) -> Entries:

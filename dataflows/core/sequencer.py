@@ -101,6 +101,7 @@ def restore(chain: Iterable[bytes]) -> Sequencer:
     light, _, containers = _replay(chain)
     sequencer = loads_around(light, containers)
     assert isinstance(sequencer, Sequencer)
+    sequencer.journal.track()  # the next checkpoint may be a delta on this chain
     return sequencer
 
 

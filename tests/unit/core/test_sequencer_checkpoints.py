@@ -7,11 +7,12 @@ import pickle
 import random
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflows.core.handoff import Work
-from dataflows.core.journal import GONE, TrackedDict, TrackedSet
+from dataflows.core.journal import GONE, Journal, TrackedDict, TrackedSet
 from dataflows.core.sequencer import Sequencer, merge, restore
 from tests.unit.core.test_core_properties import POLICY, arrivals_within_grace, build
 from tests.unit.core.test_partitioned_properties import HISTORIES
@@ -105,12 +106,17 @@ def test_a_set_shrunk_in_place_is_journaled() -> None:
 
 def test_a_journaled_dict_marks_writes_removals_and_setdefault() -> None:
     d = TrackedDict("d", {"a": 1})
+    d["x"] = 0  # before the first base: no marks kept
+    assert d.dirty is None
+    d.dirty = set()
     d["b"] = 2
     d.pop("a")
     d.setdefault("c", set()).add(1)
     assert d.dirty == {"a", "b", "c"}
     assert pickle.loads(pickle.dumps(d)) == d  # noqa: S301
     assert GONE is pickle.loads(pickle.dumps(GONE))  # noqa: S301
+    with pytest.raises(ValueError, match="a delta follows a base"):
+        Journal([TrackedDict("e")]).delta()
 
 
 def test_a_snapshot_read_across_checkpoints_sweeps_the_same_rows() -> None:

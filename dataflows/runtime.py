@@ -49,6 +49,7 @@ def flow_config(stack: LocalStack) -> FlowConfig:
         max_record_bytes=s.max_record_bytes,
         on_reset=resnapshot_policy(stack) if s.reset_policy == "resnapshot" else None,
         kafka_properties=s.kafka_properties,
+        checkpoints=stack.home / "recovery" / "sequencer",
         stuck_after_s=s.source_stuck_after_s,
     )
 

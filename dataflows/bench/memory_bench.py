@@ -23,8 +23,10 @@ import multiprocessing
 import os
 import pickle
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -111,7 +113,7 @@ class CoreStateRun:
     customers: int
     state_bytes: int  # resident above the process's baseline once every customer is golden
     seconds: float  # to ingest them
-    full_snapshot_ms: float  # the first snapshot, of every customer
+    full_snapshot_ms: float  # the costliest snapshot of the ingest (the sequencer's bases among them)
     snapshot_ms: tuple[float, ...]  # each later snapshot, after changes to `changed` customers
     changed: tuple[int, ...]
 
@@ -123,17 +125,20 @@ class CoreStateRun:
 class FlowCore:
     """The core's keyed logics as the dataflow holds them (dataflows/flows/partitioned.py): the sequencer's
     one key and one key per golden customer, hand-offs looped back at once; at each snapshot (the end of an
-    epoch) a snapshot of every key touched since the last one, the sequencer's included."""
+    epoch) a snapshot of every key touched since the last one, the sequencer's included (to checkpoint
+    files in `checkpoints`, as the dataflow does, or whole when None)."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, checkpoints: Path | None, partitions: int) -> None:
         from dataflows.core.customer import CustomerCore
+        from dataflows.flows.checkpoints import CheckpointFiles
         from dataflows.flows.core_logic import CoreMetrics
         from dataflows.flows.partitioned import SequencerLogic, first_partition_key
 
         # No expected streams: the benchmark feeds in commit order and flushes at the end of each feed.
-        self.sequencer = SequencerLogic(policy, [], None)
+        files = CheckpointFiles(checkpoints) if checkpoints is not None else None
+        self.sequencer = SequencerLogic(policy, [], None, files)
         self.customers, self.counters = CustomerCore(policy), CoreMetrics()
-        self.handoff_key = first_partition_key(3)
+        self.handoff_key = first_partition_key(partitions)
         self.logics: dict[str, StatefulBatchLogic] = {}
         self.touched: set[str] = set()
 
@@ -171,8 +176,26 @@ class FlowCore:
         return (time.process_time() - start) * 1000
 
 
+EPOCH_CHANGES = 20_000
+
+
+def _feed_child(customers: int, changes_per_snapshot: int, runs: int, conn: Any) -> None:
+    """The workload, generated in a process of its own: its rows of every customer are not the core's state.
+    Sends the creations in chunks, None, then `runs` chunks of updates, then None."""
+    envelopes = generate(2 * customers + runs * changes_per_snapshot, customers, create_share=1.0)
+    creates = itertools.islice(envelopes, 2 * customers)
+    while chunk := list(itertools.islice(creates, 2000)):
+        conn.send(chunk)
+    conn.send(None)
+    for _ in range(runs):
+        conn.send(list(itertools.islice(envelopes, changes_per_snapshot)))
+    conn.send(None)
+    conn.close()
+
+
 def _core_state_child(
-    customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue  # type: ignore[type-arg]
+    customers: int, changes_per_snapshot: int, runs: int, out: multiprocessing.Queue, conn: Any,  # type: ignore[type-arg]
+    incremental: bool = True,
 ) -> None:
     from dataflows.config.connectors import load_connectors
     from dataflows.config.policy import build_policy
@@ -180,38 +203,52 @@ def _core_state_child(
     from dataflows.ingest.mapping import SourceMapper
     from dataflows.settings import Settings
 
-    connectors = load_connectors(Settings().connectors_dir)
+    settings = Settings()
+    connectors = load_connectors(settings.connectors_dir)
     mappers = {name: SourceMapper(c) for name, c in connectors.items()}
-    core = FlowCore(build_policy(connectors.values()))
-    to_input = lambda e: mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect))  # noqa: E731
-    baseline, started = _trimmed_rss(), time.monotonic()
-    # Every customer created in both systems, then random updates; streamed, never all in memory.
-    envelopes = generate(2 * customers + runs * changes_per_snapshot, customers, create_share=1.0)
-    creates = itertools.islice(envelopes, 2 * customers)
-    while chunk := list(itertools.islice(creates, 2000)):
-        core.feed([to_input(e) for e in chunk])
-    core.flush()
-    seconds, state = time.monotonic() - started, _trimmed_rss() - baseline
-    full_ms = core.snapshot_ms()
-    snapshots, changed = [], []
-    for _ in range(runs):
-        chunk = list(itertools.islice(envelopes, changes_per_snapshot))
-        core.feed([to_input(e) for e in chunk])
+    with tempfile.TemporaryDirectory(prefix="tidemark-checkpoints-") as checkpoints:
+        where = Path(checkpoints) if incremental else None
+        core = FlowCore(build_policy(connectors.values()), where, settings.topic_partitions)
+        to_input = lambda e: mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect))  # noqa: E731
+        baseline, started = _trimmed_rss(), time.monotonic()
+        # Every customer created in both systems, then random updates; streamed, never all in memory. An
+        # epoch ends every EPOCH_CHANGES (the dataflow's 5 s at a few thousand changes/s): its keys snapshot.
+        fed = full_ms = 0.0
+        while (chunk := conn.recv()) is not None:
+            core.feed([to_input(e) for e in chunk])
+            fed += len(chunk)
+            if fed % EPOCH_CHANGES < len(chunk):
+                full_ms = max(full_ms, core.snapshot_ms())
         core.flush()
-        snapshots.append(core.snapshot_ms())
-        changed.append(len({e.key for e in chunk}))  # every table's row id is its customer's number
+        full_ms = max(full_ms, core.snapshot_ms())
+        seconds, state = time.monotonic() - started, _trimmed_rss() - baseline
+        snapshots, changed = [], []
+        while (chunk := conn.recv()) is not None:
+            core.feed([to_input(e) for e in chunk])
+            core.flush()
+            snapshots.append(core.snapshot_ms())
+            changed.append(len({e.key for e in chunk}))  # every table's row id is its customer's number
     out.put(CoreStateRun(customers, state, seconds, full_ms, tuple(snapshots), tuple(changed)))
 
 
-def core_state(customers: int, changes_per_snapshot: int = 1000, runs: int = 3) -> CoreStateRun:
-    """The flow's core alone in a fresh interpreter (nothing else in its heap): resident bytes of its
-    state, and the snapshots the dataflow would take after a batch of changes."""
+def core_state(customers: int, changes_per_snapshot: int = 1000, runs: int = 3,
+               incremental: bool = True) -> CoreStateRun:  # fmt: skip
+    """The flow's core alone in a fresh interpreter (nothing else in its heap; the workload is generated in
+    another process): resident bytes of its state, and the snapshots the dataflow would take after a batch
+    of changes (incremental=False: the sequencer's snapshotted whole, for comparison)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_core_state_child, args=(customers, changes_per_snapshot, runs, queue))
+    receive, send = context.Pipe(duplex=False)
+    feeder = context.Process(target=_feed_child, args=(customers, changes_per_snapshot, runs, send))
+    child = context.Process(target=_core_state_child,
+                            args=(customers, changes_per_snapshot, runs, queue, receive, incremental))
+    feeder.start()
     child.start()
+    send.close()
+    receive.close()
     result = queue.get()
     child.join()
+    feeder.join()
     return result
 
 

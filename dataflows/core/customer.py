@@ -14,6 +14,7 @@ and dropped once the key has passed that operation.
 from __future__ import annotations
 
 import pickle
+import zlib
 from dataclasses import dataclass, field
 
 from dataflows.core.golden import GoldenRecord
@@ -23,6 +24,7 @@ from dataflows.core.policy import Policy
 from dataflows.core.records import CoreOutput, CoreStats, RecordKeeper, change_meta
 
 Send = tuple[str, Loan | Return]  # (key, hand-off)
+PICKLED = b"\x80"  # how a pickle starts (protocol 2 and later); zlib's stream never does
 
 
 @dataclass
@@ -39,11 +41,14 @@ class CustomerState:
     inbox: dict[tuple[OpId, str], Loan | Return] = field(default_factory=dict)  # (op, lender or "")
 
     def dumps(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        # Compressed: a key at rest is these bytes, 2.2 KB as a pickle and 1.2 KB compressed (10,000
+        # customers of the memory benchmark), for about 30 us more per snapshot of a changed key.
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
 
 def loads(blob: bytes) -> CustomerState:
-    state = pickle.loads(blob)  # noqa: S301 - our own snapshot
+    raw = blob if blob[:1] == PICKLED else zlib.decompress(blob)  # a snapshot from before compression
+    state = pickle.loads(raw)  # noqa: S301 - our own snapshot
     assert isinstance(state, CustomerState)
     return state
 

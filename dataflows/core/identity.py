@@ -104,7 +104,7 @@ class Conflict:
     reason: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Cluster:
     golden_id: str
     refs: set[Ref] = field(default_factory=set)
@@ -216,6 +216,37 @@ class _Groups:
         return [self.members[root] for root in self.members if self.parent[root] == root]
 
 
+Holders = tuple[Ref, ...] | set[Ref]  # most keys have one or two holders: a tuple is a quarter of a set
+FEW = 8  # holders beyond this are a set (adding to a tuple copies it)
+
+
+def _hold(holders: dict[Any, Holders], key: Any, ref: Ref) -> None:
+    """Add ref to the holders of `key` (written back, so a journaled dict sees the change)."""
+    held = holders.get(key, ())
+    if isinstance(held, set):
+        held.add(ref)
+        holders[key] = held
+    elif ref not in held:
+        holders[key] = held + (ref,) if len(held) < FEW else {*held, ref}
+
+
+def _drop(holders: dict[Any, Holders], key: Any, refs: Iterable[Ref]) -> None:
+    """Remove refs from the holders of `key`; emptied, the key goes. Written back, not only changed in
+    place, so a journaled dict (core/journal.py) sees the change."""
+    held = holders.get(key)
+    if held is None:
+        return
+    if isinstance(held, set):
+        held.difference_update(refs)
+    else:
+        gone = set(refs)
+        held = tuple(r for r in held if r not in gone)
+    if held:
+        holders[key] = held
+    else:
+        del holders[key]
+
+
 def _text(ref: Ref) -> str:
     return f"{ref[0]}:{ref[1]}"
 
@@ -231,10 +262,10 @@ class IdentityResolver:
         self.stats = IdentityStats()
         self.ref_cluster: dict[Ref, str] = {}
         self.clusters: dict[str, Cluster] = {}
-        self.index: dict[IndexKey, set[Ref]] = {}
+        self.index: dict[IndexKey, Holders] = {}
         self.ref_keys: dict[Ref, frozenset[IndexKey]] = {}
         self.targets: dict[Ref, frozenset[tuple[str, Ref]]] = {}  # crosswalks: (rule, named customer)
-        self.linked_by: dict[Ref, set[Ref]] = {}
+        self.linked_by: dict[Ref, Holders] = {}
         self.joined: dict[Ref, set[Ref]] = {}  # steward joins
         self.apart: dict[Ref, set[Ref]] = {}  # steward splits
         self.seen: set[Ref] = set()  # source customers that appeared themselves (not only named by a crosswalk)
@@ -302,8 +333,8 @@ class IdentityResolver:
             for b in rest:
                 self.apart.setdefault(a, set()).add(b)
                 self.apart.setdefault(b, set()).add(a)
-                self.joined.get(a, set()).discard(b)
-                self.joined.get(b, set()).discard(a)
+                _drop(self.joined, a, (b,))
+                _drop(self.joined, b, (a,))
         return self._regroup(set(cluster.refs), min(part, key=self.anchor))
 
     def join(self, a: Ref, b: Ref) -> Resolution:
@@ -314,9 +345,9 @@ class IdentityResolver:
                 raise ValueError(msg)
         side_a, side_b = self.clusters[self.ref_cluster[a]].refs, self.clusters[self.ref_cluster[b]].refs
         for x in side_a:
-            self.apart.get(x, set()).difference_update(side_b)
+            _drop(self.apart, x, side_b)
         for y in side_b:
-            self.apart.get(y, set()).difference_update(side_a)
+            _drop(self.apart, y, side_a)
         self.joined.setdefault(a, set()).add(b)
         self.joined.setdefault(b, set()).add(a)
         return self._regroup({a, b}, a)
@@ -351,16 +382,13 @@ class IdentityResolver:
         if keys == old_keys and targets == old_targets:
             return False
         for key in old_keys - keys:
-            holders = self.index[key]
-            holders.discard(ref)
-            if not holders:
-                del self.index[key]
+            _drop(self.index, key, (ref,))
         for key in keys - old_keys:
-            self.index.setdefault(key, set()).add(ref)
+            _hold(self.index, key, ref)
         for _, target in old_targets - targets:
-            self.linked_by.get(target, set()).discard(ref)
+            _drop(self.linked_by, target, (ref,))
         for _, target in targets - old_targets:
-            self.linked_by.setdefault(target, set()).add(ref)
+            _hold(self.linked_by, target, ref)
         self.ref_keys[ref], self.targets[ref] = keys, targets
         return True
 

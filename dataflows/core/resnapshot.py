@@ -42,14 +42,16 @@ class SweepStats:
 class SnapshotSweep:
     stats: SweepStats = field(default_factory=SweepStats)
     live: dict[Row, RowRef] = field(default_factory=dict)  # rows whose newest applied change is not a delete
-    _seen: dict[Snapshot, set[tuple[str, str]]] = field(default_factory=dict)  # (table, key) read by a snapshot
+    # (snapshot, table, key) read by a snapshot: flat, so an incremental checkpoint carries only the rows read
+    # since the last one (core/journal.py), not every row of a snapshot still running
+    _seen: set[tuple[Snapshot, str, str]] = field(default_factory=set)
     _ending: dict[Snapshot, tuple[OrderKey, CanonicalChange]] = field(default_factory=dict)  # its `last` row released
 
     def observe(self, change: CanonicalChange, applied: bool) -> None:
         """Every change the reorder buffer released; `applied`: it passed dedupe (newer than its row's mark)."""
         if change.snapshot and not change.deleted:
             snapshot = (change.source, change.position)
-            self._seen.setdefault(snapshot, set()).add((change.table, change.entity_key))
+            self._seen.add((snapshot, change.table, change.entity_key))
             if change.snapshot_last:
                 self._ending[snapshot] = (order_key(change), change)
         if not applied:
@@ -67,9 +69,10 @@ class SnapshotSweep:
             if oldest_buffered is not None and oldest_buffered[:3] <= key[:3]:
                 continue  # rows of this snapshot (or older changes) are still buffered
             del self._ending[snapshot]
-            seen = self._seen.pop(snapshot, set())
             absent = [(row, ref) for row, ref in self.live.items()
-                      if row[0] == last.source and (row[1], row[2]) not in seen]  # fmt: skip
+                      if row[0] == last.source and (snapshot, row[1], row[2]) not in self._seen]  # fmt: skip
+            for read in [item for item in self._seen if item[0] == snapshot]:
+                self._seen.discard(read)
             out += [_absent_delete(row, ref, last) for row, ref in absent]
             self.stats.snapshots_completed += 1
             self.stats.rows_swept += len(absent)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -54,6 +55,7 @@ class FlowConfig:
     # The core partitioned by golden customer over every worker (flows/partitioned.py), or one serial key.
     partitioned: bool = True
     stuck_after_s: float = 60.0  # see io/kafka_source.py, StallWatch
+    checkpoints: Path | None = None  # the sequencer's incremental snapshots (flows/checkpoints.py); None: whole
 
 
 class Decoder:
@@ -151,7 +153,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     streams = [(topic, p) for topic, n in topics.items() for p in range(n)]
     if config.partitioned:
         routed = customer_step(branches.trues, policy, streams, config.bootstrap, config.partitions, config.group,
-                               idle_s, config.kafka_properties)  # fmt: skip
+                               idle_s, config.kafka_properties, config.checkpoints)  # fmt: skip
     else:
         keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
         results = op.stateful_batch("core", keyed, lambda resume: CoreLogic.serial(policy, streams, resume))

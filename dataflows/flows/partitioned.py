@@ -19,6 +19,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -31,7 +32,8 @@ from dataflows.core.handoff import Loan, Message, Return
 from dataflows.core.inputs import CoreInput
 from dataflows.core.policy import Policy
 from dataflows.core.records import CoreOutput
-from dataflows.core.sequencer import Sequencer
+from dataflows.core.sequencer import Sequencer, restore
+from dataflows.flows.checkpoints import MIN_BASE_EVERY, CheckpointFiles
 from dataflows.flows.core_logic import PUBLISH_EVERY_S, CoreLogic, CoreMetrics
 from dataflows.io.kafka_source import CaptureSource, RawRecord, Signal
 from dataflows.io.kafka_client import partition_for
@@ -40,13 +42,31 @@ from dataflows.outputs import HANDOFF_TOPIC, emit
 
 Keyed = tuple[str, Message]
 LIVE, DEAD = b"L", b"-"
+JOURNALED = b"J"  # the sequencer's snapshot names its newest checkpoint file (flows/checkpoints.py)
 
 
 class SequencerLogic(CoreLogic):
-    """The sequencer as the single-key step; its messages go on keyed by golden id."""
+    """The sequencer as the single-key step; its messages go on keyed by golden id.
 
-    def __init__(self, policy: Policy, streams: list[tuple[str, int]], resume: bytes | None) -> None:
-        core = pickle.loads(resume) if resume else Sequencer(policy, time.time_ns())  # noqa: S301 - ours
+    With `files`, its snapshot is incremental: each epoch's checkpoint (a delta, a base now and then) goes to
+    those files and the key's snapshot is JOURNALED + the checkpoint's generation. Without, it is the
+    pickled sequencer, whole."""
+
+    def __init__(self, policy: Policy, streams: list[tuple[str, int]], resume: bytes | None,
+                 files: CheckpointFiles | None = None) -> None:  # fmt: skip
+        self.files, self.gen, self.base_bytes = files, 0, 0
+        self.deltas: list[tuple[int, int]] = []  # (generation, size) of the deltas after the newest base
+        if resume and resume[:1] == JOURNALED:
+            if files is None:
+                msg = "the sequencer's snapshot names checkpoint files, and no directory was given"
+                raise ValueError(msg)
+            self.gen = int(resume[1:])
+            chain = files.chain(self.gen)
+            core = restore(chain)
+            self.base_bytes = len(chain[0])
+            self.deltas = [(self.gen - len(chain) + 1 + i, len(blob)) for i, blob in enumerate(chain) if i]
+        else:
+            core = pickle.loads(resume) if resume else Sequencer(policy, time.time_ns())  # noqa: S301 - ours
         # A new run: its operations never match the hand-offs a crashed run left on the topic.
         core.restart(time.time_ns())
         super().__init__(core, policy, streams)
@@ -54,6 +74,33 @@ class SequencerLogic(CoreLogic):
     def _emit(self, out: CoreOutput) -> tuple[list[Any], bool]:
         self.metrics.publish_prefix(self.core)
         return [*emit(out), *(("customer", sent) for sent in self.core.take())], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        if self.files is None:
+            return super().snapshot()
+        full = self.gen == 0
+        blob = self.core.checkpoint(full)
+        if full:
+            self.files.clear()
+        self.gen += 1
+        self.files.write(self.gen, blob, full)
+        if full:
+            self.base_bytes, self.deltas = len(blob), []
+        else:
+            self.deltas.append((self.gen, len(blob)))
+        self._compact()
+        return JOURNALED + str(self.gen).encode()
+
+    def _compact(self) -> None:
+        """A new base, merged beside the flow, once the deltas since the last one outweigh it: a resume
+        reads at most about twice the state, and no snapshot pays for the whole of it."""
+        assert self.files is not None
+        adopted = self.files.adopt()
+        if adopted is not None:
+            self.base_bytes = adopted[1]
+            self.deltas = [(g, n) for g, n in self.deltas if g > adopted[0]]
+        if len(self.deltas) >= MIN_BASE_EVERY and sum(n for _, n in self.deltas) >= self.base_bytes:
+            self.files.compact_beside(self.gen)
 
 
 class CustomerLogic(StatefulBatchLogic[Keyed, Output, bytes]):
@@ -110,10 +157,12 @@ def _hand_off(raw: Signal) -> Keyed | None:
 
 def customer_step(decoded: Stream[CoreInput], policy: Policy, streams: list[tuple[str, int]], bootstrap: str,
                   partitions: int, group: str, idle_s: float,
-                  properties: dict[str, str]) -> Stream[Output]:  # fmt: skip
-    """Wire sequencer, customer step and hand-off loop; returns the stream of typed outputs."""
+                  properties: dict[str, str], checkpoints: Path | None = None) -> Stream[Output]:  # fmt: skip
+    """Wire sequencer, customer step and hand-off loop; returns the stream of typed outputs.
+    `checkpoints`: the directory of the sequencer's incremental snapshots (else it is snapshotted whole)."""
     keyed = op.key_on("one_sequencer", decoded, lambda _c: "seq")
-    sequenced = op.stateful_batch("sequence", keyed, lambda resume: SequencerLogic(policy, streams, resume))
+    files = CheckpointFiles(checkpoints) if checkpoints is not None else None
+    sequenced = op.stateful_batch("sequence", keyed, lambda resume: SequencerLogic(policy, streams, resume, files))
     items = op.map("unkey_sequence", sequenced, lambda kv: kv[1])
     # The sequencer's ("customer", message) pairs go on to the customer step; the rest are typed outputs.
     work = op.filter_map("to_customers", items, lambda item: item[1] if isinstance(item, tuple) else None)

@@ -5,7 +5,9 @@ processing, customer by customer, with 1, 2 and 4 partitions.
 A small scheduler plays the dataflow: the sequencer's messages reach each key in the order sent (one sender,
 a FIFO per worker), workers take random batches, hand-offs travel through a loop topic (one partition per
 worker) read with random delays, and a snapshot is taken at an epoch boundary (the sequencer's messages
-all delivered, hand-offs maybe not yet read) with the loop topic's read offsets."""
+all delivered, hand-offs maybe not yet read) with the loop topic's read offsets. The sequencer's state is
+checkpointed incrementally, as the dataflow does: a base now and then and a delta at every epoch, and a
+crash resumes it from the base and the deltas up to the snapshot."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from dataflows.core.customer import CustomerCore, CustomerState
 from dataflows.core.handoff import Message
 from dataflows.core.partitioned import LocalPartitioned
 from dataflows.core.records import CoreOutput
-from dataflows.core.sequencer import Sequencer
+from dataflows.core.sequencer import Sequencer, restore
 from tests.unit.core.test_core_properties import (
     CRM_ACCOUNT,
     ERP_CUSTOMER,
@@ -50,6 +52,7 @@ class Cluster:
         self.read = [0] * n
         self.outs: list[CoreOutput] = []
         self.hand_offs = 0
+        self.chain: list[bytes] = []  # the sequencer's checkpoints: a base, then deltas (a base now and then)
 
     def worker(self, key: str) -> int:
         return zlib.crc32(key.encode()) % self.n
@@ -91,12 +94,19 @@ class Cluster:
             for w in range(self.n):
                 self.work(w, everything=True)
 
-    def snapshot(self) -> bytes:
+    def checkpoint(self) -> int:
+        """An epoch's end: the sequencer's checkpoint (a base at first and now and then, else a delta)."""
         self.epoch()
-        return pickle.dumps((self.seq, self.states, list(self.read)))
+        self.chain.append(self.seq.checkpoint(full=not self.chain or self.rnd.random() < 0.2))
+        return len(self.chain)
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps((self.checkpoint(), self.states, list(self.read)))
 
     def restore(self, blob: bytes) -> None:
-        self.seq, self.states, self.read = pickle.loads(blob)  # noqa: S301
+        upto, self.states, self.read = pickle.loads(blob)  # noqa: S301
+        base = max(i for i in range(upto) if pickle.loads(self.chain[i])[1])  # noqa: S301 - the newest full one
+        self.seq, self.chain = restore(self.chain[base:upto]), self.chain[:upto]
         self.runs += 1
         self.seq.restart(self.runs)
         self.fifo = [[] for _ in range(self.n)]
@@ -163,6 +173,8 @@ def play(n: int, arrivals: list[tuple[float, Any]], rnd: random.Random,
         now, change = arrivals[i]
         cluster.submit(change, now)
         i += 1
+        if rnd.random() < 0.2:
+            cluster.checkpoint()
         if blob is not None and not crashed and (i == len(arrivals) or rnd.random() < 0.3):
             cluster.restore(blob)  # the crashed run's messages stay on the loop topic
             i, crashed = taken, True

@@ -116,9 +116,11 @@ def audit(topic: str, partition: int, ends: tuple[int, int | None], offsets: set
     return PartitionOffsets(topic, partition, *ends, len(offsets), next_readable, next_readable - len(offsets))
 
 
-def broker_offsets(bootstrap: str, stuck_s: float = 30.0) -> list[PartitionOffsets]:
-    """Every partition of every topic, read from its start until each reader reached the end offset, or
-    nothing new came for `stuck_s` (a partition whose end lies past its records never gets there)."""
+def broker_offsets(bootstrap: str, stuck_s: float = 30.0, bound_s: float = 600.0) -> list[PartitionOffsets]:
+    """Every partition of every topic, read from its start until it reached its end offset, or nothing new
+    came from it for `stuck_s` (a partition whose end lies past its records never gets there), or `bound_s`
+    passed. Judged per partition: a source's heartbeats arriving all the time kept a global "no progress"
+    clock from ever running out while another partition could not be read to its end."""
     consumer = build(Consumer, client_config(bootstrap, None, group_id="tidemark-offset-audit",
                                              enable_auto_commit=False, fetch_wait_max_ms=50))  # fmt: skip
     try:
@@ -128,14 +130,16 @@ def broker_offsets(bootstrap: str, stuck_s: float = 30.0) -> list[PartitionOffse
         ends = {k: consumer.get_watermark_offsets(TopicPartition(*k), timeout=10)[1] for k in keys}  # ListOffsets
         seen: dict[tuple[str, int], set[int]] = {k: set() for k in keys}
         position = dict.fromkeys(keys, 0)
-        progress = time.monotonic()
+        started = time.monotonic()
+        progress = dict.fromkeys(keys, started)  # per partition: when it last gave a record
         # cached: the high watermark the last fetch answer carried (Tansu's ListOffsets end can be low)
         fetched = lambda k: consumer.get_watermark_offsets(TopicPartition(*k), cached=True)[1]  # noqa: E731
-        while time.monotonic() - progress < stuck_s and any(position[k] < max(ends[k], fetched(k)) for k in keys):
+        pending = lambda k, now: position[k] < max(ends[k], fetched(k)) and now - progress[k] < stuck_s  # noqa: E731
+        while (now := time.monotonic()) - started < bound_s and any(pending(k, now) for k in keys):
             for m in consumer.consume(10_000, timeout=0.2):
                 if m.error() is None:
                     seen[k := (m.topic(), m.partition())].add(m.offset())
-                    position[k], progress = m.offset() + 1, time.monotonic()
+                    position[k], progress[k] = m.offset() + 1, time.monotonic()
         return [audit(t, p, (ends[(t, p)], high if (high := fetched((t, p))) >= 0 else None), seen[(t, p)])
                 for t, p in keys]  # fmt: skip
     finally:

@@ -108,6 +108,22 @@ class StallWatch:
         return changed
 
 
+def truncation_confirmed(probe: Callable[[], tuple[bool, int | None]], held: int, window_s: float,
+                         clock: Callable[[], float] = time.monotonic) -> bool:
+    """Whether a partition whose end was seen below the offset `held` really lost it: `probe` reads once
+    more (-> a record at or past held - 1 came, the end now known) until `window_s` passed. Any such record,
+    or an end back at or past `held`, refutes it. Seen under chaos: the local broker answered an end of 0
+    right after its store restarted and served nothing for a few seconds; a 2 s look then took a heartbeat
+    partition for truncated and re-snapshotted a whole source."""
+    deadline = clock() + window_s
+    while True:
+        found, end = probe()
+        if found or (end is not None and end >= held):
+            return False
+        if clock() >= deadline:
+            return True
+
+
 Signal = RawRecord | PartitionReady | PartitionIdle
 # What a partition's snapshot keeps: the next offset and the topic id it belongs to (a bare offset, or
 # None, from snapshots taken before topic ids were kept).
@@ -152,6 +168,8 @@ class TopicIds:
 
 
 class _PartitionReader(StatefulSourcePartition[Signal, State]):
+    confirm_truncation_s = 10.0  # how long an end below the position must stand unrefuted to be a truncation
+
     def __init__(self, bootstrap: str, group: str, tp: TopicPartition, resume: State, batch: int,
                  idle_s: float = 2.0, on_reset: ResetHandler | None = None,
                  properties: Mapping[str, str] | None = None, topic_ids: TopicIds | None = None,
@@ -221,14 +239,18 @@ class _PartitionReader(StatefulSourcePartition[Signal, State]):
     def _has_record(self, consumer: Consumer, offset: int) -> bool:
         """Whether the partition still holds `offset` (or a later record), then back to the position.
         An end offset alone is not proof of a truncation: the local broker's can read short for a while
-        after a burst of writes, and a false reset would re-read and re-snapshot everything."""
+        (after a burst of writes, after its store restarted), and a false reset re-snapshots a source."""
         self._seek(consumer, offset)
-        deadline = time.monotonic() + 2.0
-        found = False
-        while not found and time.monotonic() < deadline:
+        tp = TopicPartition(self.topic, self.partition)
+
+        def probe() -> tuple[bool, int | None]:
             found = any(m.error() is None and m.offset() >= offset for m in consumer.consume(1, timeout=0.2))
+            end = consumer.get_watermark_offsets(tp, cached=True)[1]
+            return found, end if end >= 0 else None
+
+        truncated = truncation_confirmed(probe, offset + 1, self.confirm_truncation_s)
         self._seek(consumer, self.next_offset if self.next_offset is not None else offset)
-        return found
+        return not truncated
 
     def _reset(self, reason: str, end: int | None, detail: str) -> None:
         """Never a silent jump: log, count, apply the policy, and read the partition from its start."""

@@ -22,6 +22,7 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import queue as queue_module
 import statistics
 import tempfile
 import time
@@ -149,8 +150,8 @@ class FlowCore:
         self._deliver(self.sequencer.on_eof()[0])
 
     def _deliver(self, items: list[tuple[str, Any]]) -> None:
+        from dataflows.core.outputs import HandOff
         from dataflows.flows.partitioned import CustomerLogic
-        from dataflows.outputs import HANDOFF_TOPIC
 
         pending = [kv for target, kv in items if target == "customer"]
         while pending:
@@ -162,9 +163,9 @@ class FlowCore:
                 logic = self.logics.get(key) or self.logics.setdefault(
                     key, CustomerLogic(self.customers, self.counters, None, self.handoff_key))
                 self.touched.add(key)
-                for target, out in logic.on_batch(batch)[0]:
-                    if target == "kafka" and out.topic == HANDOFF_TOPIC:
-                        pending.append(pickle.loads(out.value))  # noqa: S301 - written just above
+                for out in logic.on_batch(batch)[0]:
+                    if isinstance(out, HandOff):
+                        pending.append(pickle.loads(out.payload))  # noqa: S301 - written just above
 
     def snapshot_ms(self) -> float:
         """Milliseconds of CPU (see core_bench.CLOCK) to snapshot every key touched since the last snapshot."""
@@ -246,7 +247,15 @@ def core_state(customers: int, changes_per_snapshot: int = 1000, runs: int = 3,
     child.start()
     send.close()
     receive.close()
-    result = queue.get()
+    while True:  # a child that died (its traceback is on stderr) must fail the stage, not hang it
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not child.is_alive():
+                feeder.kill()
+                msg = f"the core-state process exited with code {child.exitcode} before its result"
+                raise RuntimeError(msg) from None
     child.join()
     feeder.join()
     return result

@@ -86,9 +86,9 @@ def _tail(settings: Settings, stop: threading.Event, done: threading.Event, echo
     consumer.close()
 
 
-def _by(record: dict[str, object], name: str) -> str:
-    """' (by erp)': who wrote a golden field, from its provenance."""
-    written = record.get("provenance", {}).get(name)  # type: ignore[union-attr]
+def _by(record: dict[str, Any], name: str) -> str:
+    """' (by erp)': who wrote a golden field, from its provenance (one entry per write, naming its fields)."""
+    written = next((w for w in record.get("provenance", []) if name in w.get("fields", ())), None)
     return f" (by {written['system']})" if written else ""
 
 

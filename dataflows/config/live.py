@@ -12,16 +12,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dataflows.config.checks import TableColumns, Validation, column_problems, validate_files
-from dataflows.config.connectors import ConfigProblem, LoadedConnector, sort_problems
+from dataflows.config.connectors import ConfigProblem, ConnectorConfig, LoadedConnector, sort_problems
 from dataflows.config.secrets import SecretError, resolve
-from dataflows.dialects.base import LiveReadError, driver_reason
+from dataflows.dialects.base import LiveReadError, Property, driver_reason
 
 CONNECT_TIMEOUT_S = 5
 
 
-def _prop(c: LoadedConnector, key: str, defaults: Mapping[str, str] | None, fallback: str = "") -> str:
-    value = c.config.debezium.get(key)
-    return resolve(str(value), defaults) if value is not None else fallback
+def connector_property(config: ConnectorConfig, defaults: Mapping[str, str] | None = None) -> Property:
+    """Reads one of the connector file's Debezium properties, references resolved: (key, fallback) -> value."""
+    def prop(key: str, fallback: str) -> str:
+        value = config.debezium.get(key)
+        return resolve(str(value), defaults) if value is not None else fallback
+
+    return prop
 
 
 def _rows_to_columns(rows: Sequence[tuple[str, str, str]]) -> dict[str, frozenset[str]]:
@@ -33,9 +37,7 @@ def _rows_to_columns(rows: Sequence[tuple[str, str, str]]) -> dict[str, frozense
 
 def read_columns(c: LoadedConnector, defaults: Mapping[str, str] | None = None) -> TableColumns:
     """Columns of the connector's mapped tables that exist and that its database.user can see."""
-    def prop(key: str, fallback: str) -> str:
-        return _prop(c, key, defaults, fallback)
-
+    prop = connector_property(c.config, defaults)
     return _rows_to_columns(c.config.dialect.read_columns(prop, sorted(c.config.tables), CONNECT_TIMEOUT_S))
 
 
@@ -63,7 +65,7 @@ def _safe_reason(c: LoadedConnector, error: Exception, defaults: Mapping[str, st
     """The driver's first line, with the password cut out should a driver ever echo it."""
     reason = str(error) if isinstance(error, LiveReadError) else driver_reason(error)
     try:
-        password = _prop(c, "database.password", defaults)
+        password = connector_property(c.config, defaults)("database.password", "")
     except SecretError:
         return reason
     return reason.replace(password, "********") if password else reason

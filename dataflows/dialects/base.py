@@ -65,6 +65,17 @@ class Dialect(ABC):
         """(container, table, column) of `tables` ("container.table"), read from information_schema with
         the connector's own connection properties; raises LiveReadError when the database cannot be read."""
 
+    @abstractmethod
+    def log_end(self, prop: Property, timeout_s: int) -> str | None:
+        """Where the database's change log ends now, as the mark `sent_to_capture` compares against (None
+        where the dialect's check needs no mark); raises LiveReadError when the database cannot be read."""
+
+    @abstractmethod
+    def sent_to_capture(self, prop: Property, mark: str | None, timeout_s: int) -> bool:
+        """True once the capture's replication connection (the connector's database.user, and for PostgreSQL
+        its slot) has been sent every change committed before `mark` was taken; False while it is not
+        connected (stopped, restarting, snapshotting); raises LiveReadError when the database cannot be read."""
+
     # -- as a target ----------------------------------------------------------------------------
     @abstractmethod
     def upsert_template(self, table: str, columns: Sequence[str], key: str, version: str) -> str:

@@ -56,6 +56,22 @@ class MySQL(Dialect):
                 "schema.history.internal.kafka.topic": f"_tidemark.schema-history.{name}"}  # fmt: skip
 
     def read_columns(self, prop: Property, tables: Sequence[str], timeout_s: int) -> list[tuple[str, str, str]]:
+        return self._query(prop, timeout_s, "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                           "WHERE CONCAT(table_schema, '.', table_name) IN %s", (list(tables),))  # fmt: skip
+
+    def log_end(self, prop: Property, timeout_s: int) -> str | None:
+        return None  # the binlog dump thread shows no position, only whether it has sent all (below)
+
+    def sent_to_capture(self, prop: Property, mark: str | None, timeout_s: int) -> bool:
+        # Asked after `down` began: a dump thread that has sent the whole binlog now has sent everything
+        # committed before. The newest thread is the capture's (a killed capture's thread may linger).
+        rows = self._query(prop, timeout_s, "SELECT STATE FROM information_schema.PROCESSLIST WHERE COMMAND = "
+                           "'Binlog Dump' AND USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) ORDER BY ID DESC "
+                           "LIMIT 1", ())  # fmt: skip
+        return bool(rows) and "has sent all binlog" in str(rows[0][0])
+
+    def _query(self, prop: Property, timeout_s: int, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """`sql`'s rows, on a connection with the connector's own properties (the capture user)."""
         import pymysql  # noqa: PLC0415 - only a live check needs the driver, never decode or mapping
 
         params = {"host": prop("database.hostname", ""), "port": int(prop("database.port", str(self.default_port))),
@@ -64,10 +80,7 @@ class MySQL(Dialect):
             db = pymysql.connect(**params, connect_timeout=timeout_s)
             try:
                 with db.cursor() as cur:
-                    cur.execute(
-                        "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-                        "WHERE CONCAT(table_schema, '.', table_name) IN %s", (list(tables),)
-                    )  # fmt: skip
+                    cur.execute(sql, args or None)
                     return list(cur.fetchall())
             finally:
                 db.close()

@@ -37,6 +37,27 @@ class PostgreSQL(Dialect):
         return {}
 
     def read_columns(self, prop: Property, tables: Sequence[str], timeout_s: int) -> list[tuple[str, str, str]]:
+        return self._query(prop, timeout_s, "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                           "WHERE table_schema || '.' || table_name = ANY(%s)", (list(tables),))  # fmt: skip
+
+    def log_end(self, prop: Property, timeout_s: int) -> str | None:
+        end, can_see = self._query(prop, timeout_s, "SELECT pg_current_wal_lsn()::text, "
+                                   "pg_has_role('pg_read_all_stats', 'USAGE')", ())[0]  # fmt: skip
+        if not can_see:  # pg_stat_replication shows a walsender's positions to this role only
+            msg = f"{prop('database.user', '')} cannot read its walsender's position: GRANT pg_read_all_stats to it"
+            raise LiveReadError(msg)
+        return str(end)
+
+    def sent_to_capture(self, prop: Property, mark: str | None, timeout_s: int) -> bool:
+        # The walsender decodes the whole WAL, other tables and databases included, so its sent position
+        # passes the mark even when nothing after it is captured. A role sees its own walsender's row.
+        rows = self._query(prop, timeout_s, "SELECT r.sent_lsn >= %s::pg_lsn FROM pg_stat_replication r "
+                           "JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = %s",
+                           (mark, prop("slot.name", "debezium")))  # fmt: skip
+        return bool(rows and rows[0][0])
+
+    def _query(self, prop: Property, timeout_s: int, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """`sql`'s rows, on a connection with the connector's own properties (the capture user)."""
         import psycopg  # noqa: PLC0415 - only a live check needs the driver, never decode or mapping
 
         params = {"host": prop("database.hostname", ""), "port": int(prop("database.port", str(self.default_port))),
@@ -44,10 +65,7 @@ class PostgreSQL(Dialect):
                   "dbname": prop("database.dbname", "postgres")}  # fmt: skip
         try:
             with psycopg.connect(**params, connect_timeout=timeout_s, autocommit=True) as db:
-                return db.execute(
-                    "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-                    "WHERE table_schema || '.' || table_name = ANY(%s)", (list(tables),)
-                ).fetchall()  # fmt: skip
+                return db.execute(sql, args).fetchall()  # type: ignore[arg-type]
         except psycopg.Error as e:
             raise LiveReadError(driver_reason(e)) from e
 

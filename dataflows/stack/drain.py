@@ -5,9 +5,10 @@ record, empty its reorder buffer and have every output acknowledged, read from i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from dataflows.dialects.base import LiveReadError
 from dataflows.stack.scrape import capture_detail, dataflow_detail, drained
 
 
@@ -60,6 +61,33 @@ def wait_drained(urls: Sequence[str], *, timeout_s: float, settle_s: float, echo
     return False
 
 
+def wait_sent(checks: Mapping[str, Callable[[], bool]], *, timeout_s: float, echo: Callable[[str], None],
+              every_s: float = 0.25) -> list[str]:  # fmt: skip
+    """Before the captures stop: wait until every capture's check says its replication connection has been
+    sent all that its database committed before `down` began (a capture that is restarting or taking a
+    snapshot is waited for). A check that cannot read its database counts as not yet. Prints a progress
+    line every few seconds; returns the captures still behind after `timeout_s`."""
+    start = shown = time.monotonic()
+    behind = list(checks)
+    while True:
+        behind = [name for name in behind if not _holds(checks[name])]  # a mark once passed stays passed
+        now = time.monotonic()
+        if not behind or now - start >= timeout_s:
+            return behind
+        if now - shown >= 3.0:
+            echo(f"{'captures':<12} catching up with their databases: {', '.join(behind)} behind, "
+                 f"{now - start:.0f}s of at most {timeout_s:.0f}s")  # fmt: skip
+            shown = now
+        time.sleep(every_s)
+
+
+def _holds(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except (LiveReadError, OSError):
+        return False
+
+
 def wait_captured(urls: Sequence[str], *, quiet_s: float, timeout_s: float, every_s: float = 0.25,
                   count: Callable[[str], int | None] | None = None) -> bool:  # fmt: skip
     """Before the captures stop: True once no capture has delivered a change for `quiet_s`, so changes
@@ -78,4 +106,4 @@ def wait_captured(urls: Sequence[str], *, quiet_s: float, timeout_s: float, ever
     return False
 
 
-__all__ = ["DrainState", "drained", "observe", "wait_captured", "wait_drained"]
+__all__ = ["DrainState", "drained", "observe", "wait_captured", "wait_drained", "wait_sent"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,9 @@ import pymysql
 
 from dataflows.config.checks import validate_files
 from dataflows.config.connectors import ConnectorConfig, capture_topics, connector_files, load_connectors
-from dataflows.config.live import validate_against_databases
+from dataflows.config.live import connector_property, validate_against_databases
+from dataflows.config.secrets import SecretError
+from dataflows.dialects.base import LiveReadError
 from dataflows.io.sinks import ensure_topics
 from dataflows.outputs import INTERNAL_TOPICS, OUTPUT_TOPICS
 from dataflows.stewardship import STEWARDSHIP_PARTITIONS, STEWARDSHIP_TOPIC
@@ -33,7 +36,8 @@ from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, er
 from dataflows.stack.postgres import run_as as postgres_user
 
 OPS_DATABASE = "tidemark"
-from dataflows.stack.drain import wait_captured, wait_drained
+LOG_TIMEOUT_S = 5  # connecting to a source database to compare log positions
+from dataflows.stack.drain import wait_captured, wait_drained, wait_sent
 from dataflows.stack.processes import (
     ProcessRecord,
     ProcessTable,
@@ -425,9 +429,7 @@ class LocalStack:
         with self.lock():
             names = self.table.names()
             captures = [n for n in names if n.startswith("capture-")]
-            urls = [r.endpoint["metrics"] for n in captures if (r := self.table.running(n)) and "metrics" in r.endpoint]
-            if urls and not wait_captured(urls, quiet_s=2.0, timeout_s=15.0):
-                echo(f"{'captures':<12} still capturing after 15s: stopping them (the rest is captured on `up`)")
+            self._catch_up(captures, echo)
             for name in captures:
                 echo(f"{name:<12} {'stopped' if self.table.stop(name) else 'was not running'}")
             dataflows = [n for n in names if n.startswith("dataflow")]
@@ -436,6 +438,43 @@ class LocalStack:
             for name in order:
                 was_running = self.table.stop(name, sig=stop_signal(name))
                 echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
+
+    def _catch_up(self, captures: list[str], echo: Callable[[str], None]) -> None:
+        """Before the captures stop: each running one is sent all that its database committed before `down`
+        began (bounded by drain_timeout_s), then no change arrives for 2 s, the time Debezium takes to
+        convert the last ones and the broker to acknowledge them. What is left is captured on `up`."""
+        running = {n: r for n in captures if (r := self.table.running(n)) is not None}
+        behind = wait_sent(self._sent_checks(list(running), echo), timeout_s=self.settings.drain_timeout_s, echo=echo)
+        if behind:
+            echo(f"{'captures':<12} {', '.join(behind)} still behind their databases after "
+                 f"{self.settings.drain_timeout_s:.0f}s: stopping them (the rest is captured on `up`)")  # fmt: skip
+        urls = [r.endpoint["metrics"] for r in running.values() if "metrics" in r.endpoint]
+        if urls and not wait_captured(urls, quiet_s=2.0, timeout_s=15.0):
+            echo(f"{'captures':<12} still capturing after 15s: stopping them (the rest is captured on `up`)")
+
+    def _sent_checks(self, captures: list[str], echo: Callable[[str], None]) -> dict[str, Callable[[], bool]]:
+        """For each capture, whether its database has sent it everything committed up to now (the mark)."""
+        checks: dict[str, Callable[[], bool]] = {}
+        try:
+            connectors, defaults = self.connectors(), self.runtime_defaults()
+        except ValueError as e:  # an edited, broken connector file: stop the captures as they are
+            echo(f"{'captures':<12} connector files unreadable ({type(e).__name__}): not waiting for them")
+            return checks
+        for name in captures:
+            config = connectors.get(name.removeprefix("capture-"))
+            if config is None:
+                continue  # its connector file was removed: nothing to compare against
+            prop = connector_property(config, defaults)
+            try:
+                mark = config.dialect.log_end(prop, LOG_TIMEOUT_S)
+            except LiveReadError as e:  # the driver's first line, or ours: never a password
+                echo(f"{name:<12} cannot read its database's log position ({e}): not waiting for it")
+                continue
+            except (OSError, SecretError) as e:
+                echo(f"{name:<12} cannot read its database's log position ({type(e).__name__}): not waiting for it")
+                continue
+            checks[name] = functools.partial(config.dialect.sent_to_capture, prop, mark, LOG_TIMEOUT_S)
+        return checks
 
     def _drain(self, dataflows: list[str], echo: Callable[[str], None]) -> None:
         urls = [r.endpoint["metrics"] for n in dataflows if (r := self.table.running(n)) and "metrics" in r.endpoint]

@@ -121,6 +121,8 @@ class PostgresCluster:
                     sql.Identifier(CAPTURE_ROLE), sql.Literal(passwords["capture"])
                 )
             )
+            # So `down` can see how far the capture's walsender has sent the WAL (pg_stat_replication).
+            conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(CAPTURE_ROLE)))
         with psycopg.connect(self.admin_conninfo(dbname), autocommit=True) as conn:
             conn.execute(schema_sql.read_text())
             ident = sql.Identifier(capture_schema)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dataflows.stack.drain import DrainState, wait_drained
+from dataflows.dialects.base import LiveReadError
+from dataflows.stack.drain import DrainState, wait_drained, wait_sent
 
 
 def scripted(states: list[DrainState]):  # noqa: ANN201
@@ -42,3 +43,33 @@ def test_captures_are_stopped_once_they_went_quiet() -> None:
     assert wait_captured(["u"], quiet_s=0.05, timeout_s=5.0, every_s=0.01, count=lambda _u: next(counts))
     busy = iter(range(10_000))
     assert not wait_captured(["u"], quiet_s=0.05, timeout_s=0.3, every_s=0.01, count=lambda _u: next(busy))
+
+
+def answers(*replies: bool | Exception):  # noqa: ANN201
+    """A sent-check that gives `replies` in turn (the last one forever) and counts its calls."""
+    calls: list[int] = []
+
+    def check() -> bool:
+        reply = replies[min(len(calls), len(replies) - 1)]
+        calls.append(1)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    return check, calls
+
+
+def test_captures_stop_only_once_every_database_has_sent_them_everything() -> None:
+    erp, erp_calls = answers(False, LiveReadError("OperationalError: restarting"), True)
+    crm, crm_calls = answers(True, False)  # a mark once passed stays passed: never asked again
+    assert wait_sent({"capture-erp": erp, "capture-crm": crm}, timeout_s=30, echo=lambda _l: None, every_s=0) == []
+    assert len(erp_calls) == 3 and len(crm_calls) == 1
+
+
+def test_a_capture_that_never_catches_up_is_named_after_the_bound() -> None:
+    lines: list[str] = []
+    never, _ = answers(False)
+    done, _ = answers(True)
+    behind = wait_sent({"capture-erp": never, "capture-crm": done}, timeout_s=3.2, echo=lines.append, every_s=0.1)
+    assert behind == ["capture-erp"]
+    assert lines and all("capture-erp behind" in line and "capture-crm" not in line for line in lines)

@@ -25,6 +25,10 @@ PLACEHOLDERS = frozenset({
     "DUMMY", "PENDING", "NOTAVAILABLE", "NOTAPPLICABLE", "NOTAXID", "NOVAT", "NOVATNUMBER", "NOTPROVIDED",
     "MISSING", "EMPTY", "DEFAULT", "SAMPLE", "EXAMPLE", "NOTKNOWN", "NONEGIVEN", "PRIVATE", "VOID", "INVALID",
 })  # fmt: skip
+# Distinct values remembered per normalizer (pure functions of their text): a row's unchanged match values
+# are normalized again whenever another of them changes, and an ERP and a CRM row of one company share
+# theirs. About 200 bytes an entry, so a few MB, bounded.
+KEY_CACHE = 16_384
 MIN_UNVERIFIED = 5  # alphanumerics of a tax id no rule can check: shorter is not an identifier
 _ASCENDING = "01234567890123456789"
 _DESCENDING = _ASCENDING[::-1]
@@ -69,6 +73,14 @@ def _validators(country: str) -> tuple[ModuleType, ...]:
 
 
 def check_tax_id(value: object, country: object) -> TaxIdCheck:
+    """`_check_tax_id`, cached for the usual plain values: a row's tax id is checked again on every change
+    of its other match fields, and stdnum's check digits are the dearest part of a match key."""
+    if isinstance(value, str | int) and isinstance(country, str | None):
+        return _cached_tax_id(value, country)
+    return _check_tax_id(value, country)
+
+
+def _check_tax_id(value: object, country: object) -> TaxIdCheck:
     """Validate a tax id structurally for its country (VAT or national TIN, with check digits).
 
     The key carries the country, so 'DE 136 695 976' and '136695976' in Germany are one key; where no
@@ -93,6 +105,9 @@ def check_tax_id(value: object, country: object) -> TaxIdCheck:
     return TaxIdCheck(None, f"tax id {value!r} is not a valid {'/'.join(countries)} tax number (python-stdnum)")
 
 
+_cached_tax_id = lru_cache(maxsize=KEY_CACHE, typed=True)(_check_tax_id)  # typed: True is not 1
+
+
 def _validated(number: str, cc: str) -> str | None:
     prefixes = (cc, "EL") if cc == "GR" else (cc,)
     local = number[2:] if number.startswith(prefixes) else number
@@ -115,6 +130,7 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^\w]+", " ", text).split()
 
 
+@lru_cache(maxsize=KEY_CACHE)
 def company_name_key(text: str) -> str | None:
     """Name and legal form, normalized: 'ACME  GmbH' -> 'acme|gmbh'; 'Acme AG' stays another entity.
 
@@ -136,6 +152,7 @@ def _ascii(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
+@lru_cache(maxsize=KEY_CACHE)
 def domain_key(text: str, free_mail: frozenset[str]) -> str | None:
     """The registrable host of a domain, URL or e-mail address; None for free-mail and junk."""
     host = _fold(text).strip().rpartition("@")[2]

@@ -43,14 +43,14 @@ class PostgreSQL(Dialect):
     def log_end(self, prop: Property, timeout_s: int) -> str | None:
         end, can_see = self._query(prop, timeout_s, "SELECT pg_current_wal_lsn()::text, "
                                    "pg_has_role('pg_read_all_stats', 'USAGE')", ())[0]  # fmt: skip
-        if not can_see:  # pg_stat_replication shows a walsender's positions to this role only
+        if not can_see:  # pg_stat_replication shows walsender positions only to pg_read_all_stats
             msg = f"{prop('database.user', '')} cannot read its walsender's position: GRANT pg_read_all_stats to it"
             raise LiveReadError(msg)
         return str(end)
 
     def sent_to_capture(self, prop: Property, mark: str | None, timeout_s: int) -> bool:
         # The walsender decodes the whole WAL, other tables and databases included, so its sent position
-        # passes the mark even when nothing after it is captured. A role sees its own walsender's row.
+        # passes the mark even when nothing after it is captured (log_end checked the role may read it).
         rows = self._query(prop, timeout_s, "SELECT r.sent_lsn >= %s::pg_lsn FROM pg_stat_replication r "
                            "JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = %s",
                            (mark, prop("slot.name", "debezium")))  # fmt: skip

@@ -36,7 +36,6 @@ from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, er
 from dataflows.stack.postgres import run_as as postgres_user
 
 OPS_DATABASE = "tidemark"
-LOG_TIMEOUT_S = 5  # connecting to a source database to compare log positions
 from dataflows.stack.drain import wait_captured, wait_drained, wait_sent
 from dataflows.stack.processes import (
     ProcessRecord,
@@ -63,6 +62,9 @@ class ComponentStatus:
     pid: int | None = None
     endpoint: dict[str, str] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+LOG_TIMEOUT_S = 5  # connecting to a source database to compare log positions
 
 
 def capture_process_name(source: str) -> str:
@@ -467,11 +469,9 @@ class LocalStack:
             prop = connector_property(config, defaults)
             try:
                 mark = config.dialect.log_end(prop, LOG_TIMEOUT_S)
-            except LiveReadError as e:  # the driver's first line, or ours: never a password
-                echo(f"{name:<12} cannot read its database's log position ({e}): not waiting for it")
-                continue
-            except (OSError, SecretError) as e:
-                echo(f"{name:<12} cannot read its database's log position ({type(e).__name__}): not waiting for it")
+            except (LiveReadError, OSError, SecretError) as e:
+                reason = str(e) if isinstance(e, LiveReadError) else type(e).__name__  # never a password
+                echo(f"{name:<12} cannot read its database's log position ({reason}): not waiting for it")
                 continue
             checks[name] = functools.partial(config.dialect.sent_to_capture, prop, mark, LOG_TIMEOUT_S)
         return checks

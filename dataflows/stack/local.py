@@ -218,6 +218,7 @@ class LocalStack:
             pw = {"admin": passwords["erp.admin.password"], "capture": passwords["erp.capture.password"]}
             self.erp.bootstrap("erp", erp_schema_sql(), pw, capture_schema="erp")
             self.erp.create_ops_database(OPS_DATABASE, passwords["ops.password"])
+        self.erp.grant_capture_stats()
         echo(f"erp      started      {self.erp.url('postgres', 'erp')}")
 
     def start_crm(self, passwords: dict[str, str], echo: Callable[[str], None] = print) -> None:

@@ -121,14 +121,21 @@ class PostgresCluster:
                     sql.Identifier(CAPTURE_ROLE), sql.Literal(passwords["capture"])
                 )
             )
-            # So `down` can see how far the capture's walsender has sent the WAL (pg_stat_replication).
-            conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(CAPTURE_ROLE)))
         with psycopg.connect(self.admin_conninfo(dbname), autocommit=True) as conn:
             conn.execute(schema_sql.read_text())
             ident = sql.Identifier(capture_schema)
             role = sql.Identifier(CAPTURE_ROLE)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, role))
             conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, role))
+
+    def grant_capture_stats(self) -> None:
+        """Let the capture role read pg_stat_replication, so `down` sees how far its walsender has sent.
+
+        Granted on every start, not only at creation, so a home made before the grant existed gets it too;
+        granting a role membership twice is a notice, not an error.
+        """
+        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(CAPTURE_ROLE)))
 
     def create_ops_database(self, dbname: str, password: str) -> None:
         """The operational database the dataflow writes customer_360 into, owned by its own role."""

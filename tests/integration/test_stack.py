@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from dataflows.stack import secrets_file
 from dataflows.stack.local import LocalStack
+from dataflows.stack.postgres import CAPTURE_ROLE
 from dataflows.stack.scratch import make_settings, new_home, wait_capture_running
 
 
@@ -85,3 +87,22 @@ def test_up_refuses_a_bad_connector_before_starting_anything(own_stack: LocalSta
     assert f"{bad / 'erp.yaml'}:4: debezium.connector.class: unsupported connector" in result.stderr
     assert "debezium.topic.prefix: required" in result.stderr
     assert not env_stack.table.names()
+
+
+def test_a_home_made_before_the_stats_grant_gets_it_on_up() -> None:
+    """`down` reads the capture's walsender position only with pg_read_all_stats; older homes lack it."""
+    home = new_home("tidemark-grant-")
+    stack = LocalStack(make_settings(home))
+    passwords = secrets_file.load_or_create(home)
+    try:
+        stack.start_erp(passwords, echo=lambda _l: None)
+        with stack.erp_admin("postgres") as conn:
+            conn.execute(f"REVOKE pg_read_all_stats FROM {CAPTURE_ROLE}")  # as a home made before the grant
+        stack.table.stop("erp")
+        stack.start_erp(passwords, echo=lambda _l: None)
+        with stack.erp_admin("postgres") as conn:
+            row = conn.execute("SELECT pg_has_role(%s, 'pg_read_all_stats', 'MEMBER')", (CAPTURE_ROLE,)).fetchone()
+        assert row == (True,)
+    finally:
+        stack.down(echo=lambda _l: None)
+        shutil.rmtree(home, ignore_errors=True)

@@ -18,6 +18,7 @@ from dataflows.outputs import GOVERNANCE_TOPIC, LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack
 from tests.support.fixtures import written_by
 from tests.support.kafka import TopicReader, produce
+from tests.support.seeding import seed_linked_customers
 from tests.support.waiting import wait_until
 
 
@@ -169,16 +170,7 @@ def test_kill_9_during_20000_changes_loses_nothing(pipeline: LocalStack) -> None
     exactly as the sources say; duplicate lifecycle events on the topic are counted and reported."""
     rnd = random.Random(20_000)
     customers = 1000
-    with pipeline.erp_admin() as db:
-        with db.cursor() as cur:
-            cur.executemany("INSERT INTO erp.customers (id, legal_name, tax_id, country, credit_limit) "
-                            "VALUES (%s, %s, %s, 'DE', 1000)",
-                            [(100_000 + i, f"Load {i} GmbH", f"LOAD{i}") for i in range(customers)])  # fmt: skip
-    db = pipeline.crm_admin()
-    with db.cursor() as cur:
-        cur.executemany("INSERT INTO accounts (id, name, tax_id, country, erp_customer_id) VALUES (%s, %s, %s, 'DE', %s)",
-                        [(100_000 + i, f"Load {i}", f"LOAD{i}", 100_000 + i) for i in range(customers)])  # fmt: skip
-    db.close()
+    seed_linked_customers(pipeline, 100_000, customers, "Load", "LOAD")
     updates = 20_000 - 2 * customers - customers // 2
     kill_at = sorted(rnd.sample(range(updates), 3))
     with pipeline.erp_admin() as db:

@@ -23,6 +23,7 @@ from dataflows.outputs import LIFECYCLE_TOPIC
 from dataflows.stack.local import LocalStack, capture_process_name
 from dataflows.stack.scratch import scratch_stack
 from tests.support.kafka import TopicReader
+from tests.support.seeding import seed_linked_customers
 from tests.support.waiting import wait_until
 
 CUSTOMERS = 150
@@ -85,14 +86,7 @@ def test_faults_lose_nothing_and_change_nothing(faulty: LocalStack) -> None:
     """After each phase of faults, with the workload paused: nothing lost, and customer_360, the CRM
     write-back and the set of lifecycle event ids equal fault-free processing of the same changes."""
     rnd = random.Random(8)
-    with faulty.erp_admin() as db, db.cursor() as cur:
-        cur.executemany("INSERT INTO erp.customers (id, legal_name, tax_id, country) VALUES (%s, %s, %s, 'DE')",
-                        [(BASE + i, f"Fault {i} GmbH", f"FLT{i}") for i in range(CUSTOMERS)])  # fmt: skip
-    crm = faulty.crm_admin()
-    with crm.cursor() as cur:
-        cur.executemany("INSERT INTO accounts (id, name, tax_id, country, erp_customer_id) VALUES (%s, %s, %s, 'DE', %s)",
-                        [(BASE + i, f"Fault {i}", f"FLT{i}", BASE + i) for i in range(CUSTOMERS)])  # fmt: skip
-    crm.close()
+    seed_linked_customers(faulty, BASE, CUSTOMERS, "Fault", "FLT")
     checker, report, statements = Checker(faulty), [], 0
 
     def phase(name: str, faults: Any, dataflow: LocalStack = faulty) -> None:

@@ -4,7 +4,6 @@ per statement."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ from dataflows.core.outputs import Cause, CustomerRetired, GoldenRecordUpdated
 from dataflows.dialects import POSTGRES
 from dataflows.outputs import Destination
 from dataflows.targets.ops_table import OpsTableWriter
-from dataflows.targets.sql import chunks, multi_row, newest_per_key, versioned_upsert
+from dataflows.targets.sql import from_json_rows, json_rows, newest_per_key, versioned_upsert
 
 TABLE = "customer_360"
 PROFILE = ["legal_name", "display_name", "tax_id", "country", "domain", "industry", "payment_terms",
@@ -24,13 +23,12 @@ COLUMNS = ["customer_id", *PROFILE, "lifecycle_status", "erp_customer_ids", "crm
            "source_position", "record"]  # fmt: skip
 RETIRED_VERSION = 2**62  # a merged-away customer's row is final: no replayed upsert may revive it
 UPSERT = versioned_upsert(TABLE, COLUMNS, "customer_id", "version", POSTGRES)
-ROWS_PER_STATEMENT = 500  # 27 parameters a row: well inside PostgreSQL's 65,535
-
-
-@lru_cache(maxsize=ROWS_PER_STATEMENT)
-def upsert_rows(rows: int) -> str:
-    """UPSERT for `rows` rows in one statement."""
-    return multi_row(UPSERT, "(" + ", ".join(["%s"] * len(COLUMNS)) + ")", rows, ", ")
+TYPES = {"credit_limit": "numeric", "erp_customer_ids": "text[]", "crm_account_ids": "text[]", "version": "bigint",
+         "updated_at": "timestamptz", "schema_version": "integer", "record": "jsonb"}  # the rest are text
+# A batch is one parameter, a JSON array of rows: the statement's text is the same for every batch, so
+# psycopg parses it once (a multi-row VALUES statement of 13,500 placeholders was parsed again per batch,
+# 10% of a dataflow's time), and PostgreSQL expands the rows in C.
+BATCH_UPSERT = from_json_rows(UPSERT, COLUMNS, TYPES)
 
 
 def customer_row(record: dict[str, Any], meta: dict[str, Any], wire: bytes | None = None) -> tuple[Any, ...]:
@@ -40,7 +38,7 @@ def customer_row(record: dict[str, Any], meta: dict[str, Any], wire: bytes | Non
         record["customer_id"], *(record.get(f) for f in PROFILE), record.get("lifecycle_status"),
         ids.get("erp", []), ids.get("crm", []), None, record["version"], record["updated_at"],
         meta["correlation_id"], meta["causation_id"], "GoldenRecordUpdated", 1, meta["source_position"],
-        (wire if wire is not None else orjson.dumps(record)).decode(),
+        orjson.Fragment(wire if wire is not None else orjson.dumps(record)),
     )  # fmt: skip
 
 
@@ -48,7 +46,7 @@ def retired_row(merged: str, survivor: str, meta: dict[str, Any]) -> tuple[Any, 
     record = {"customer_id": merged, "merged_into": survivor}
     return (merged, *(None for _ in PROFILE), "merged", [], [], survivor, RETIRED_VERSION, None,
             meta["correlation_id"], meta["causation_id"], "CustomerMerged", 1, meta["source_position"],
-            orjson.dumps(record).decode())  # fmt: skip
+            orjson.Fragment(orjson.dumps(record)))  # fmt: skip
 
 
 def _meta(cause: Cause) -> dict[str, Any]:
@@ -70,5 +68,4 @@ class Customer360Writer(OpsTableWriter):
 
     def execute(self, cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:
         newest = newest_per_key(rows, COLUMNS.index("customer_id"), COLUMNS.index("version"))
-        for chunk in chunks(newest, ROWS_PER_STATEMENT):
-            cur.execute(upsert_rows(len(chunk)), [value for row in chunk for value in row])
+        cur.execute(BATCH_UPSERT, (json_rows(COLUMNS, newest),))

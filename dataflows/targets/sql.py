@@ -4,9 +4,10 @@ every value a driver parameter (never formatted into the text)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlglot
 from sqlglot import exp
 
@@ -44,6 +45,24 @@ def multi_row(statement: str, group: str, rows: int, joiner: str) -> str:
         msg = f"{group!r} is not in the statement exactly once"
         raise ValueError(msg)
     return statement.replace(group, joiner.join([group] * rows))
+
+
+def from_json_rows(statement: str, columns: Sequence[str], types: Mapping[str, str]) -> str:
+    """A PostgreSQL `INSERT ... VALUES (%s, ...)` statement, its rows taken from one jsonb parameter instead:
+    a JSON array of objects keyed by column (see json_rows); `types` gives each column's type, else text."""
+    group = "VALUES (" + ", ".join(["%s"] * len(columns)) + ")"
+    if statement.count(group) != 1:
+        msg = f"{group!r} is not in the statement exactly once"
+        raise ValueError(msg)
+    names = ", ".join(f'"{_ident(c)}"' for c in columns)
+    shape = ", ".join(f'"{c}" {types.get(c, "text")}' for c in columns)
+    return statement.replace(group, f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS r({shape})")
+
+
+def json_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Rows as the JSON from_json_rows reads; a value already serialized goes in as an orjson.Fragment.
+    A str, not bytes: psycopg sends bytes as bytea, which does not cast to jsonb."""
+    return orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows]).decode()
 
 
 def newest_per_key(rows: Iterable[Sequence[Any]], key: int, version: int) -> list[Sequence[Any]]:

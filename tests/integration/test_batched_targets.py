@@ -40,6 +40,23 @@ def test_customer_360_batch_keeps_the_newest_version(stack: LocalStack) -> None:
     assert rows == {a: "(5,hold)", b: "(6,ok)"}
 
 
+def test_customer_360_rows_keep_every_column_s_type(stack: LocalStack) -> None:
+    """Numbers exact, ids as arrays, times with their zone, the record as the golden record's JSON."""
+    customer = f"t-{uuid.uuid4()}"
+    record = {**_record(customer, 2, "ok", ["c1", "c2"]), "credit_limit": 1234567.89, "legal_name": "Ä \\ \"q\" AG",
+              "updated_at": "2026-03-04T05:06:07.123456+02:00"}  # fmt: skip
+    writer = Customer360Writer(stack.ops_conninfo())
+    try:
+        writer.write([customer_360.customer_row(record, META)])
+        with psycopg.connect(stack.ops_conninfo()) as db:
+            row = db.execute("SELECT legal_name, credit_limit::text, erp_customer_ids, crm_account_ids, "
+                             "updated_at = '2026-03-04T03:06:07.123456Z', record, schema_version "
+                             "FROM customer_360 WHERE customer_id = %s", (customer,)).fetchone()  # fmt: skip
+    finally:
+        writer.close()
+    assert row == ('Ä \\ "q" AG', "1234567.89", ["7"], ["c1", "c2"], True, record, 1)
+
+
 @pytest.fixture
 def accounts(stack: LocalStack) -> Iterator[list[int]]:
     ids = [9_100_001, 9_100_002]

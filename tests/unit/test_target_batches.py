@@ -14,5 +14,5 @@ def test_newest_per_key_keeps_the_highest_version_and_the_later_of_equals() -> N
 def test_statements_for_many_rows_repeat_the_row_group() -> None:
     assert multi_row("INSERT INTO t VALUES (%s, %s) ON CONFLICT", "(%s, %s)", 3, ", ") == (
         "INSERT INTO t VALUES (%s, %s), (%s, %s), (%s, %s) ON CONFLICT")
-    assert customer_360.upsert_rows(4).count("%s") == 4 * len(customer_360.COLUMNS)
+    assert customer_360.BATCH_UPSERT.count("%s") == 1  # the whole batch is one jsonb parameter
     assert crm_writeback.update_rows(3).count(" UNION ALL SELECT ") == 2

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
 
-from cleanco import basename
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.util import get_cc_module
+
+from dataflows.core.legal_forms import basename
 
 # Spellings of "no value" seen in identifier fields, after upper-casing and dropping non-alphanumerics.
 PLACEHOLDERS = frozenset({

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from dataflows.core.pickled import pickled_fast
 
+
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class CanonicalChange:
     """A source change in canonical terms. `fields` holds only what changed (all mapped fields for

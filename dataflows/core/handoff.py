@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 from dataflows.core.golden import GoldenRecord
 from dataflows.core.inputs import Cause
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.records import Step
 
 OpId = tuple[int, int]  # (run, n)
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class Work:
     """Carry out `step` (keyed by its golden id), once every lender's record is here."""
@@ -30,6 +32,7 @@ class Work:
     lenders: tuple[str, ...] = ()
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class Lend:
     """Send this customer's record to the coordinator `to`, and hold everything after it until it is back."""
@@ -38,6 +41,7 @@ class Lend:
     to: str
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class Loan:
     """A lender's record (None: it has none) and the change that last changed it, if not yet emitted."""
@@ -48,6 +52,7 @@ class Loan:
     dirty: Cause | None
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class Return:
     """What the step left of a lender's record (None: merged away), and the ids retired into it."""

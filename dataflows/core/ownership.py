@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.policy import Policy
 from schemas.v1.governance import GovernanceDecision as D
 
 
+@pickled_fast
 @dataclass(slots=True)
 class FieldVersion:
     """Who last wrote a golden field, and at which source position."""

@@ -15,12 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dataflows.core.change import CanonicalChange, stable_id
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.reorder import OrderKey, order_key
 
 Row = tuple[str, str, str]  # (source, table, row key)
 Snapshot = tuple[str, tuple[int, ...]]  # (source, position every row of it carries)
 
 
+@pickled_fast
 @dataclass(frozen=True, slots=True)
 class RowRef:
     """What a delete of a row needs to find its golden customer."""

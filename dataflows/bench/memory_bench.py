@@ -133,12 +133,12 @@ class FlowCore:
         from dataflows.core.customer import CustomerCore
         from dataflows.flows.checkpoints import CheckpointFiles
         from dataflows.flows.core_logic import CoreMetrics
-        from dataflows.flows.partitioned import SequencerLogic, first_partition_key
+        from dataflows.flows.partitioned import WARM_CUSTOMERS, SequencerLogic, WarmStates, first_partition_key
 
         # No expected streams: the benchmark feeds in commit order and flushes at the end of each feed.
         files = CheckpointFiles(checkpoints) if checkpoints is not None else None
         self.sequencer = SequencerLogic(policy, [], None, files)
-        self.customers, self.counters = CustomerCore(policy), CoreMetrics()
+        self.customers, self.counters, self.warm = CustomerCore(policy), CoreMetrics(), WarmStates(WARM_CUSTOMERS)
         self.handoff_key = first_partition_key(partitions)
         self.logics: dict[str, StatefulBatchLogic] = {}
         self.touched: set[str] = set()
@@ -161,7 +161,7 @@ class FlowCore:
             pending = []
             for key, batch in by_key.items():
                 logic = self.logics.get(key) or self.logics.setdefault(
-                    key, CustomerLogic(self.customers, self.counters, None, self.handoff_key))
+                    key, CustomerLogic(self.customers, self.counters, None, self.handoff_key, self.warm))
                 self.touched.add(key)
                 for out in logic.on_batch(batch)[0]:
                     if isinstance(out, HandOff):

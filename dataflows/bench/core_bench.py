@@ -50,6 +50,8 @@ class CoreResult:
     per_s: float  # through decode, map and the keyed step
     ingest_us: float  # per change: decode + map
     keyed_us: float  # per change: the keyed step (reorder, dedupe, identity, ownership, lifecycle, outputs)
+    sequencer_us: float  # per change, the partitioned core's one key: reorder, dedupe, identity
+    customer_us: float  # per change, its customer keys: apply, ownership, lifecycle, outputs, hand-offs
 
 
 def ceiling(envelopes: list[Envelope]) -> float:
@@ -91,6 +93,26 @@ def timed_pass(
     return PassTiming(len(envelopes), ingest_s, keyed_s), core
 
 
+def partitioned_pass(envelopes: list[Envelope]) -> tuple[float, float]:
+    """Seconds the partitioned core spends in its sequencer and in its customer keys for `envelopes`, as the
+    dataflow's logics run them in one process (decoded and mapped first, untimed; no snapshots, which the
+    memory stage times)."""
+    from dataflows.bench.memory_bench import FlowCore
+
+    connectors = load_connectors(Settings().connectors_dir)
+    mappers = {name: SourceMapper(c) for name, c in connectors.items()}
+    inputs = [mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect)) for e in envelopes]
+    flow = FlowCore(build_policy(connectors.values()), None, partitions=1)
+    sequencer_s = customer_s = 0.0
+    for i in range(0, len(inputs) + 1, BATCH):
+        t0 = time.process_time()
+        items = flow.sequencer.on_batch(inputs[i : i + BATCH])[0] if i < len(inputs) else flow.sequencer.on_eof()[0]
+        t1 = time.process_time()
+        flow.deliver(items)
+        sequencer_s, customer_s = sequencer_s + t1 - t0, customer_s + time.process_time() - t1
+    return sequencer_s, customer_s
+
+
 def core_pass(envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] | None = None) -> tuple[float, ConsistencyCore]:
     """Changes/s of one pass through a fresh core (decode, map and keyed step); see `timed_pass`."""
     timing, core = timed_pass(envelopes, outputs)
@@ -107,17 +129,20 @@ def offline_events(envelopes: list[Envelope]) -> set[str]:
 def run(changes: int = 200_000, customers: int = 20_000, runs: int = 5) -> CoreResult:
     """Medians over `runs` alternating passes of the ceiling and the core (drift on a shared machine hits both)."""
     envelopes = list(generate(changes, customers))
-    timings, ceilings = [], []
+    timings, ceilings, partitioned = [], [], []
     for _ in range(runs):
         gc.collect()
         ceilings.append(ceiling(envelopes))
         gc.collect()
         timing, core = timed_pass(envelopes)
         timings.append(timing)
+        gc.collect()
+        partitioned.append(partitioned_pass(envelopes))
         if len(core.records) != customers:
             msg = f"{len(core.records)} golden customers from {customers} linked pairs: the workload no longer links"
             raise RuntimeError(msg)
     per_change = lambda seconds: statistics.median(seconds) / changes * 1e6  # noqa: E731
     return CoreResult(changes, customers, runs, statistics.median(ceilings),
                       changes / statistics.median(t.total_s for t in timings),
-                      per_change([t.ingest_s for t in timings]), per_change([t.keyed_s for t in timings]))  # fmt: skip
+                      per_change([t.ingest_s for t in timings]), per_change([t.keyed_s for t in timings]),
+                      per_change([p[0] for p in partitioned]), per_change([p[1] for p in partitioned]))  # fmt: skip

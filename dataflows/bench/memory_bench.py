@@ -144,12 +144,13 @@ class FlowCore:
         self.touched: set[str] = set()
 
     def feed(self, values: list[CoreInput]) -> None:
-        self._deliver(self.sequencer.on_batch(values)[0])
+        self.deliver(self.sequencer.on_batch(values)[0])
 
     def flush(self) -> None:
-        self._deliver(self.sequencer.on_eof()[0])
+        self.deliver(self.sequencer.on_eof()[0])
 
-    def _deliver(self, items: list[tuple[str, Any]]) -> None:
+    def deliver(self, items: list[tuple[str, Any]]) -> None:
+        """The sequencer's output `items`: its messages to the customer keys, and their hand-offs, carried out."""
         from dataflows.core.outputs import HandOff
         from dataflows.flows.partitioned import CustomerLogic
 

@@ -31,6 +31,7 @@ PLACEHOLDERS = frozenset({
 # theirs. About 200 bytes an entry, so a few MB, bounded.
 KEY_CACHE = 16_384
 MIN_UNVERIFIED = 5  # alphanumerics of a tax id no rule can check: shorter is not an identifier
+_NOT_ALNUM, _NOT_WORD = re.compile(r"[\W_]+"), re.compile(r"[^\w]+")  # compiled once: normalizers run per change
 _ASCENDING = "01234567890123456789"
 _DESCENDING = _ASCENDING[::-1]
 # Long spellings of legal forms, so that "Acme Limited" and "Acme Ltd." are one legal entity.
@@ -43,7 +44,7 @@ _FORM_SYNONYMS = {
 
 def compact(text: str) -> str:
     """Upper-case letters and digits only: '  de 123-45 ' -> 'DE12345'."""
-    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", text)).upper()
+    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", text)).upper()
 
 
 def is_placeholder(text: str) -> bool:
@@ -128,7 +129,7 @@ def _fold(text: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    return re.sub(r"[^\w]+", " ", text).split()
+    return _NOT_WORD.sub(" ", text).split()
 
 
 @lru_cache(maxsize=KEY_CACHE)

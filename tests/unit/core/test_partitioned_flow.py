@@ -23,6 +23,15 @@ OPS = [(("erp", "customers"), 1, {"legal_name": "Acme GmbH"}), (("crm", "account
        (("crm", "accounts"), 2, {"erp_customer_id": 1}), (("crm", "accounts"), 2, {"stage": "customer"})]  # fmt: skip
 
 
+def _sequenced(sequencer: Sequencer, change: Any) -> list[Any]:
+    """The sequencer's messages after `change` arrives 10 s after its commit (None: the end of input)."""
+    if change is None:
+        sequencer.flush()
+    else:
+        sequencer.submit_batch([change], change.commit_time.timestamp() + 10)
+    return sequencer.take()
+
+
 def test_a_key_snapshots_its_own_bytes_and_resumes_from_them() -> None:
     changes = build(OPS, [1000] * len(OPS))
     reference = LocalPartitioned(POLICY)
@@ -34,11 +43,7 @@ def test_a_key_snapshots_its_own_bytes_and_resumes_from_them() -> None:
     snapshots: dict[str, bytes] = {}
     pending = []
     for change in [*changes, None]:
-        if change is None:
-            sequencer.flush()
-        else:
-            sequencer.submit_batch([change], change.commit_time.timestamp() + 10)
-        pending += sequencer.take()
+        pending += _sequenced(sequencer, change)
         while pending:
             key, message = pending.pop(0)
             logic = CustomerLogic(customers, counters, snapshots.get(key))
@@ -62,11 +67,7 @@ def _through_logics(changes: list[Any], capacity: int, seed: int) -> tuple[list[
     logics: dict[str, CustomerLogic] = {}
     outputs, touched, most_at_rest, pending = [], set(), 0, []
     for change in [*changes, None]:
-        if change is None:
-            sequencer.flush()
-        else:
-            sequencer.submit_batch([change], change.commit_time.timestamp() + 10)
-        pending += sequencer.take()
+        pending += _sequenced(sequencer, change)
         while pending:
             key, message = pending.pop(0)
             logic = logics.setdefault(key, CustomerLogic(customers, counters, None, warm=warm))

@@ -51,6 +51,7 @@ def flow_config(stack: LocalStack) -> FlowConfig:
         kafka_properties=s.kafka_properties,
         checkpoints=stack.home / "recovery" / "sequencer",
         stuck_after_s=s.source_stuck_after_s,
+        warm_customers=s.warm_customers,
     )
 
 

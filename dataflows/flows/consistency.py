@@ -28,7 +28,7 @@ from dataflows.core.change import CanonicalChange
 from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.core.policy import Policy
 from dataflows.flows.core_logic import CoreLogic
-from dataflows.flows.partitioned import customer_step
+from dataflows.flows.partitioned import WARM_CUSTOMERS, customer_step
 from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionReady, RawRecord, Signal
 from dataflows.io.sinks import KafkaOutputSink, WriterSink
 from dataflows.core.outputs import DeadLetter
@@ -56,6 +56,7 @@ class FlowConfig:
     partitioned: bool = True
     stuck_after_s: float = 60.0  # see io/kafka_source.py, StallWatch
     checkpoints: Path | None = None  # the sequencer's incremental snapshots (flows/checkpoints.py); None: whole
+    warm_customers: int = WARM_CUSTOMERS  # decoded customer states kept per process (flows/partitioned.py)
 
 
 class Decoder:
@@ -153,7 +154,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     streams = [(topic, p) for topic, n in topics.items() for p in range(n)]
     if config.partitioned:
         routed = customer_step(branches.trues, policy, streams, config.bootstrap, config.partitions, config.group,
-                               idle_s, config.kafka_properties, config.checkpoints)  # fmt: skip
+                               idle_s, config.kafka_properties, config.checkpoints, config.warm_customers)  # fmt: skip
     else:
         keyed = op.key_on("one_core", branches.trues, lambda _c: "core")
         results = op.stateful_batch("core", keyed, lambda resume: CoreLogic.serial(policy, streams, resume))

@@ -44,7 +44,7 @@ from dataflows.outputs import HANDOFF_TOPIC, emit
 
 Keyed = tuple[str, Message]
 LIVE, DEAD = b"L", b"-"
-WARM_CUSTOMERS = 10_000  # decoded customer states a process keeps at rest: about 60 MB at 6 KB each
+WARM_CUSTOMERS = 10_000  # default of decoded customer states a process keeps at rest: about 60 MB at 6 KB each
 JOURNALED = b"J"  # the sequencer's snapshot names its newest checkpoint file (flows/checkpoints.py)
 
 
@@ -186,9 +186,11 @@ def _hand_off(raw: Signal) -> Keyed | None:
 
 def customer_step(decoded: Stream[CoreInput], policy: Policy, streams: list[tuple[str, int]], bootstrap: str,
                   partitions: int, group: str, idle_s: float,
-                  properties: dict[str, str], checkpoints: Path | None = None) -> Stream[Output]:  # fmt: skip
+                  properties: dict[str, str], checkpoints: Path | None = None,
+                  warm_customers: int = WARM_CUSTOMERS) -> Stream[Output]:  # fmt: skip
     """Wire sequencer, customer step and hand-off loop; returns the stream of typed outputs.
-    `checkpoints`: the directory of the sequencer's incremental snapshots (else it is snapshotted whole)."""
+    `checkpoints`: the directory of the sequencer's incremental snapshots (else it is snapshotted whole);
+    `warm_customers`: see WarmStates."""
     keyed = op.key_on("one_sequencer", decoded, lambda _c: "seq")
     files = CheckpointFiles(checkpoints) if checkpoints is not None else None
     sequenced = op.stateful_batch("sequence", keyed, lambda resume: SequencerLogic(policy, streams, resume, files))
@@ -200,7 +202,7 @@ def customer_step(decoded: Stream[CoreInput], policy: Policy, streams: list[tupl
     back = op.filter_map("decode_handoff", raw, _hand_off)
     inbound = op.map("with_key", op.merge("customer_inbound", work, back), lambda kv: (kv[0], kv))
     # Per process (one worker each), for its keys.
-    customers, counters, warm = CustomerCore(policy), CoreMetrics(), WarmStates(WARM_CUSTOMERS)
+    customers, counters, warm = CustomerCore(policy), CoreMetrics(), WarmStates(warm_customers)
     key = first_partition_key(partitions)
     results = op.stateful_batch("customer", inbound,
                                 lambda resume: CustomerLogic(customers, counters, resume, key, warm))

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+WARM_CUSTOMERS = 10_000  # decoded customer states a dataflow process keeps by default (flows/partitioned.py)
+
 
 def project_root() -> Path:
     """The checkout that holds connectors/ and infra/ (the package lives inside it)."""
@@ -63,7 +65,7 @@ class Settings(BaseSettings):
     supervise: bool = Field(True, description="`up` starts a supervisor restarting a dead capture or dataflow.")
     snapshot_interval_s: float = Field(5.0, gt=0, description="Seconds between recovery snapshots (epochs).")
     warm_customers: int = Field(
-        10_000, ge=0, description="Customer states each dataflow process keeps decoded after a snapshot (about "
+        WARM_CUSTOMERS, ge=0, description="Customer states each dataflow process keeps decoded after a snapshot (about "
         "6 KB each), so a customer that changes again is not decoded again; 0 keeps only bytes at rest.",
     )
     max_record_bytes: int = Field(1024 * 1024, ge=1024, description="Larger capture records go to the DLQ.")

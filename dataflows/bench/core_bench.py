@@ -16,10 +16,11 @@ import orjson
 
 from dataflows.bench.workload import Envelope, generate
 from dataflows.config.connectors import load_connectors
+from dataflows.config.policy import build_policy
 from dataflows.core.core import ConsistencyCore, CoreOutput
+from dataflows.core.policy import Policy
 from dataflows.ingest.decode import decode
 from dataflows.ingest.mapping import SourceMapper
-from dataflows.config.policy import build_policy
 from dataflows.settings import Settings
 
 BATCH = 1000
@@ -64,14 +65,19 @@ def ceiling(envelopes: list[Envelope]) -> float:
     return len(envelopes) / (time.process_time() - start)
 
 
+def _mappers_and_policy() -> tuple[dict[str, SourceMapper], Policy]:
+    """What decode and map need per source, and the policy, from the project's connector files."""
+    connectors = load_connectors(Settings().connectors_dir)
+    return {name: SourceMapper(c) for name, c in connectors.items()}, build_policy(connectors.values())
+
+
 def timed_pass(
     envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] | None = None
 ) -> tuple[PassTiming, ConsistencyCore]:
     """One pass through a fresh core, in batches as the dataflow hands them over, timing decode and map
     apart from the keyed step; `outputs` (not timed) sees each batch's output."""
-    connectors = load_connectors(Settings().connectors_dir)
-    mappers = {name: SourceMapper(c) for name, c in connectors.items()}
-    core = ConsistencyCore(build_policy(connectors.values()))
+    mappers, policy = _mappers_and_policy()
+    core = ConsistencyCore(policy)
     now = time.time()
     ingest_s = keyed_s = 0.0
     for i in range(0, len(envelopes), BATCH):
@@ -99,14 +105,14 @@ def partitioned_pass(envelopes: list[Envelope]) -> tuple[float, float]:
     memory stage times)."""
     from dataflows.bench.memory_bench import FlowCore
 
-    connectors = load_connectors(Settings().connectors_dir)
-    mappers = {name: SourceMapper(c) for name, c in connectors.items()}
+    mappers, policy = _mappers_and_policy()
     inputs = [mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect)) for e in envelopes]
-    flow = FlowCore(build_policy(connectors.values()), None, partitions=1)
+    flow = FlowCore(policy, None, partitions=1)
+    steps = [lambda i=i: flow.sequencer.on_batch(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)]
     sequencer_s = customer_s = 0.0
-    for i in range(0, len(inputs) + 1, BATCH):
+    for step in [*steps, flow.sequencer.on_eof]:  # the end of input releases what the reorder buffer holds
         t0 = time.process_time()
-        items = flow.sequencer.on_batch(inputs[i : i + BATCH])[0] if i < len(inputs) else flow.sequencer.on_eof()[0]
+        items = step()[0]
         t1 = time.process_time()
         flow.deliver(items)
         sequencer_s, customer_s = sequencer_s + t1 - t0, customer_s + time.process_time() - t1

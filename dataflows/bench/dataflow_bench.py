@@ -14,6 +14,7 @@ processed offline by one core.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -206,3 +207,18 @@ def workload(changes: int, customers: int) -> tuple[list[Envelope], set[str]]:
     """The envelopes every run preloads, and the lifecycle event ids one core derives from them offline."""
     envelopes = list(generate(changes, customers))
     return envelopes, offline_events(envelopes)
+
+
+def main(changes: int, customers: int, processes: list[int]) -> None:
+    """The dataflow at a size of one's own, one JSON line per run: `python -m dataflows.bench.dataflow_bench
+    CHANGES CUSTOMERS PROCESSES...` (the README's steady-state rows: 60000 12000 1 2)."""
+    envelopes, expected = workload(changes, customers)
+    for n in processes:
+        r = dataflow_run(envelopes, expected, n)
+        print(orjson.dumps({"processes": n, "changes": changes, "customers": customers, "changes_per_s": r.changes_per_s,
+                            "passthrough_per_s": r.passthrough_per_s, "outputs": r.outputs,
+                            "lifecycle_events": r.events, "rss_bytes": list(r.rss_bytes)}).decode(), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), [int(p) for p in sys.argv[3:]] or [1])

@@ -133,7 +133,8 @@ class FlowCore:
         from dataflows.core.customer import CustomerCore
         from dataflows.flows.checkpoints import CheckpointFiles
         from dataflows.flows.core_logic import CoreMetrics
-        from dataflows.flows.partitioned import WARM_CUSTOMERS, SequencerLogic, WarmStates, first_partition_key
+        from dataflows.flows.partitioned import SequencerLogic, WarmStates, first_partition_key
+        from dataflows.settings import WARM_CUSTOMERS
 
         # No expected streams: the benchmark feeds in commit order and flushes at the end of each feed.
         files = CheckpointFiles(checkpoints) if checkpoints is not None else None

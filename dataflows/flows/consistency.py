@@ -28,11 +28,12 @@ from dataflows.core.change import CanonicalChange
 from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.core.policy import Policy
 from dataflows.flows.core_logic import CoreLogic
-from dataflows.flows.partitioned import WARM_CUSTOMERS, customer_step
+from dataflows.flows.partitioned import customer_step
 from dataflows.io.kafka_source import CaptureSource, PartitionIdle, PartitionReady, RawRecord, Signal
 from dataflows.io.sinks import KafkaOutputSink, WriterSink
 from dataflows.core.outputs import DeadLetter
 from dataflows.outputs import KAFKA, Destination, dead_letter_out
+from dataflows.settings import WARM_CUSTOMERS
 from dataflows.stewardship import STEWARDSHIP_TOPIC, StewardRecordError, parse_command
 from dataflows.targets import crm_writeback, customer_360, dead_letters
 from dataflows.targets.crm_writeback import CrmWriter

@@ -41,10 +41,10 @@ from dataflows.io.kafka_source import CaptureSource, RawRecord, Signal
 from dataflows.io.kafka_client import partition_for
 from dataflows.core.outputs import HandOff, Output
 from dataflows.outputs import HANDOFF_TOPIC, emit
+from dataflows.settings import WARM_CUSTOMERS
 
 Keyed = tuple[str, Message]
 LIVE, DEAD = b"L", b"-"
-WARM_CUSTOMERS = 10_000  # default of decoded customer states a process keeps at rest: about 60 MB at 6 KB each
 JOURNALED = b"J"  # the sequencer's snapshot names its newest checkpoint file (flows/checkpoints.py)
 
 

@@ -34,8 +34,6 @@ from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstanc
 from dataflows.stack.mariadb import run_as as mariadb_user
 from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, erp_schema_sql
 from dataflows.stack.postgres import run_as as postgres_user
-
-OPS_DATABASE = "tidemark"
 from dataflows.stack.drain import wait_captured, wait_drained, wait_sent
 from dataflows.stack.processes import (
     ProcessRecord,
@@ -64,6 +62,7 @@ class ComponentStatus:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+OPS_DATABASE = "tidemark"
 LOG_TIMEOUT_S = 5  # connecting to a source database to compare log positions
 
 

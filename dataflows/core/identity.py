@@ -248,6 +248,14 @@ def _drop(holders: dict[Any, Holders], key: Any, refs: Iterable[Ref]) -> None:
         del holders[key]
 
 
+def _store(evidence: dict[Ref, tuple[Any, ...]], ref: Ref, items: frozenset[Any]) -> None:
+    """`ref`'s evidence of one kind as a sorted tuple; none, no entry."""
+    if items:
+        evidence[ref] = tuple(sorted(items))
+    else:
+        evidence.pop(ref, None)
+
+
 def _text(ref: Ref) -> str:
     return f"{ref[0]}:{ref[1]}"
 
@@ -264,8 +272,10 @@ class IdentityResolver:
         self.ref_cluster: dict[Ref, str] = {}
         self.clusters: dict[str, Cluster] = {}
         self.index: dict[IndexKey, Holders] = {}
-        self.ref_keys: dict[Ref, frozenset[IndexKey]] = {}
-        self.targets: dict[Ref, frozenset[tuple[str, Ref]]] = {}  # crosswalks: (rule, named customer)
+        # A source customer's evidence, sorted tuples and only when it has some: a frozenset is 216 bytes
+        # however small, and these hold one or two items per source customer (older snapshots: frozensets).
+        self.ref_keys: dict[Ref, tuple[IndexKey, ...]] = {}
+        self.targets: dict[Ref, tuple[tuple[str, Ref], ...]] = {}  # crosswalks: (rule, named customer)
         self.linked_by: dict[Ref, Holders] = {}
         self.joined: dict[Ref, set[Ref]] = {}  # steward joins
         self.apart: dict[Ref, set[Ref]] = {}  # steward splits
@@ -379,7 +389,7 @@ class IdentityResolver:
 
     def _set_evidence(self, ref: Ref, keys: frozenset[IndexKey], targets: frozenset[tuple[str, Ref]]) -> bool:
         """Record a source customer's current evidence; False when nothing changed."""
-        old_keys, old_targets = self.ref_keys.get(ref, frozenset()), self.targets.get(ref, frozenset())
+        old_keys, old_targets = frozenset(self.ref_keys.get(ref, ())), frozenset(self.targets.get(ref, ()))
         if keys == old_keys and targets == old_targets:
             return False
         for key in old_keys - keys:
@@ -390,7 +400,8 @@ class IdentityResolver:
             _drop(self.linked_by, target, (ref,))
         for _, target in targets - old_targets:
             _hold(self.linked_by, target, ref)
-        self.ref_keys[ref], self.targets[ref] = keys, targets
+        _store(self.ref_keys, ref, keys)
+        _store(self.targets, ref, targets)
         return True
 
     def _neighbours(self, ref: Ref) -> Iterable[Ref]:

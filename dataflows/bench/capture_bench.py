@@ -20,7 +20,7 @@ from typing import Any
 
 from pydbzengine import BasePythonChangeHandler
 
-from dataflows.capture.engine import CaptureEngine, CaptureMetrics, Completion, KafkaForwardingHandler, log4j_config
+from dataflows.capture.engine import CaptureEngine, CaptureMetrics, EngineRunner, KafkaForwardingHandler, log4j_config
 from dataflows.capture.kafka_writer import KafkaBatchWriter
 from dataflows.capture.status import CaptureStatus
 from dataflows.config.connectors import embedded_properties, load_connector
@@ -96,9 +96,10 @@ def capture_once(stack: LocalStack, handler_kind: str, rows: int, first_id: int)
     else:
         handler = _Counting(None)
     log4j = log4j_config(state / "log4j2.properties", state / "jvm.log")  # the JVM starts once: the first run's file
-    engine = CaptureEngine(props, handler, jvm_opts=["-Xrs", f"-Dlog4j2.configurationFile={log4j}"], completion=Completion())
-    thread = threading.Thread(target=engine.run, name=f"debezium-{slot}", daemon=True)
-    thread.start()
+    jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}"]
+    # Stopped as the capture process stops it: closing it mid-batch is the stop, not an error to print.
+    runner = EngineRunner(slot, lambda completion: CaptureEngine(props, handler, jvm_opts=jvm_opts, completion=completion))
+    runner.start()
     try:
         if not handler.first_batch.wait(120):  # a heartbeat: the slot exists and streaming has begun
             msg = f"engine {slot} did not start streaming"
@@ -110,8 +111,7 @@ def capture_once(stack: LocalStack, handler_kind: str, rows: int, first_id: int)
             raise RuntimeError(msg)
         return CaptureRun(handler_kind, rows, rows / (handler.reached_at - committed))
     finally:
-        engine.close()
-        thread.join(timeout=60)
+        runner.stop()
         if writer is not None:
             writer.close()
 

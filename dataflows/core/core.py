@@ -77,7 +77,7 @@ class ConsistencyCore:
 
     def _signal(self, signal: Heartbeat | StreamReady | StreamIdle | SourceSilent, now: float) -> None:
         if isinstance(signal, Heartbeat):
-            self.reorder.heartbeat(signal.source, now, signal.at)
+            self.reorder.heartbeat(signal.source, now, signal.at, signal.stopped)
         elif isinstance(signal, StreamReady):
             self.reorder.ready(signal.stream)
         elif isinstance(signal, StreamIdle):

@@ -12,10 +12,12 @@ from dataflows.core.change import CanonicalChange
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """A source's capture is alive (a Debezium heartbeat record, sent at `at`); it carries no change."""
+    """A source's capture is alive (a Debezium heartbeat record, sent at `at`); it carries no change.
+    `stopped`: the marker `tidemark down` writes once it stopped the capture (ingest/heartbeats.py)."""
 
     source: str
     at: datetime | None = None
+    stopped: bool = False
 
 
 @dataclass(frozen=True)

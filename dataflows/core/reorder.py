@@ -88,6 +88,14 @@ class _Source:
     silent_since: float | None = None  # wall clock its heartbeat stream was reported silent
     trust_idle_from: float = 0.0  # wall clock: idle judgements of its streams made earlier are void
     back_by_heartbeat: bool = False  # back from silence, and no change since: its backlog may still come
+    stopped: bool = False  # stopped with the stack: everything it captured is written; nothing comes until it is back
+
+
+def _after_stop(source: _Source, earliest_commit_us: int) -> bool:
+    """A change of a source stopped with the stack shows its capture is back only if it may have been
+    committed after the marker (sent at `beat`): one read late, from before the stop, is not life. Judged
+    on the two clocks' word; were the database's ahead, the source would merely hold as a stalled one."""
+    return source.stopped and (source.beat is None or earliest_commit_us > source.beat)
 
 
 @dataclass
@@ -117,12 +125,14 @@ class Reorderer:
     def depth(self, key: Any) -> int:
         return self._per_key[key]
 
-    def heartbeat(self, source: str, now: float, at: datetime | None = None) -> None:
-        """`source` is alive at wall-clock `now`; its heartbeat was sent at `at` (if known)."""
+    def heartbeat(self, source: str, now: float, at: datetime | None = None, stopped: bool = False) -> None:
+        """`source` is alive at wall-clock `now`; its heartbeat was sent at `at` (if known). `stopped`: the
+        stack's marker that its capture was stopped with the rest (`tidemark down`), after the capture's
+        last records were acknowledged: its streams hold only until their readers judge them idle anew."""
         s = self._sources.setdefault(source, _Source(now))
-        if s.silent_since is not None:
-            self._back(source, s, now, by_heartbeat=True)
-        s.seen = now
+        if s.silent_since is not None or s.stopped or stopped:
+            self._back(source, s, now, by_heartbeat=not stopped)  # the marker is no return: no backlog follows
+        s.seen, s.stopped = now, stopped
         if at is not None:
             s.beat = max(s.beat or 0, (at - _EPOCH) // _MICROSECOND)
 
@@ -130,7 +140,7 @@ class Reorderer:
         """The reader of `source`'s heartbeat stream is at its end and nothing came for the idle timeout
         (judged at wall-clock `judged_at`; a judgement older than its last sign of life is stale)."""
         s = self._sources.setdefault(source, _Source(now))
-        if s.silent_since is None and (judged_at is None or judged_at >= s.seen):
+        if s.silent_since is None and not s.stopped and (judged_at is None or judged_at >= s.seen):
             s.silent_since = now
 
     def idle(self, stream: Any, now: float, judged_at: float | None = None) -> None:
@@ -146,7 +156,7 @@ class Reorderer:
 
     def _back(self, name: str, source: _Source, now: float, by_heartbeat: bool) -> None:
         """`source` shows life after a silence (or its first change after that): void its streams' idle marks."""
-        source.silent_since, source.back_by_heartbeat = None, by_heartbeat
+        source.silent_since, source.back_by_heartbeat, source.stopped = None, by_heartbeat, False
         source.trust_idle_from = now + self.settle_s
         for stream in self._streams.values():
             if stream.source == name:
@@ -183,7 +193,7 @@ class Reorderer:
             mark.newest, mark.idle_at = max(mark.newest, okey[0]), None
         src = self._sources.get(change.source)
         if src is not None:
-            if src.silent_since is not None or src.back_by_heartbeat:
+            if src.silent_since is not None or src.back_by_heartbeat or _after_stop(src, okey[0] - change.commit_resolution_us):
                 self._back(change.source, src, now, by_heartbeat=False)
             src.seen = now
         if self._last_released is not None and okey < self._last_released:
@@ -213,8 +223,8 @@ class Reorderer:
                 marks.append(s.newest)
                 continue
             src = self._sources.get(s.source)
-            if src is None or (src.silent_since is not None and s.source not in stalled):
-                continue  # no heartbeats to judge by, or stalled for longer than the hold
+            if src is None or src.stopped or (src.silent_since is not None and s.source not in stalled):
+                continue  # no heartbeats to judge by, stopped with the stack, or stalled for longer than the hold
             # A heartbeat source's stream is quiet only once the source showed life after it went idle:
             # its data streams go idle up to a heartbeat interval before its heartbeat stream goes
             # silent, and until then a dead capture looks like a quiet one.

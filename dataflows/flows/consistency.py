@@ -23,7 +23,8 @@ from bytewax.dataflow import Dataflow
 from dataflows import metrics
 from dataflows.config.connectors import ConnectorConfig, capture_topics
 from dataflows.core.inputs import CoreInput, Heartbeat, SourceSilent, StreamIdle, StreamReady
-from dataflows.ingest.decode import DecodeError, decode, heartbeat_time
+from dataflows.ingest.decode import DecodeError, decode
+from dataflows.ingest.heartbeats import read_heartbeat
 from dataflows.core.change import CanonicalChange
 from dataflows.ingest.mapping import MappingError, SourceMapper
 from dataflows.core.policy import Policy
@@ -82,7 +83,7 @@ class Decoder:
                 return SourceSilent(source, raw.judged_at)
             return StreamIdle((raw.topic, raw.partition), raw.judged_at)
         if raw.topic in self.heartbeats:
-            return Heartbeat(self.heartbeats[raw.topic], heartbeat_time(raw.value))
+            return Heartbeat(self.heartbeats[raw.topic], *read_heartbeat(raw.value))
         result = self._decode(raw)
         outcome = "change" if isinstance(result, CanonicalChange) else "tombstone" if result is None else "dead_letter"
         self.counted[outcome].inc()

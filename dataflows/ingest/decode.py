@@ -178,18 +178,3 @@ def _decode(key: bytes | None, value: bytes, source: str, dialect: Dialect) -> C
         commit_resolution_us=dialect.commit_resolution_us(src, envelope),
         snapshot_last=marker == "last",
     )
-
-
-def heartbeat_time(value: bytes | None) -> datetime | None:
-    """When a Debezium heartbeat record (`{"ts_ms": ...}`) was sent; None if it does not say."""
-    try:
-        ts = orjson.loads(value) if value else None
-    except orjson.JSONDecodeError:
-        return None
-    ms = ts.get("ts_ms") if isinstance(ts, dict) else None
-    if not isinstance(ms, int) or isinstance(ms, bool):
-        return None
-    try:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-    except (OverflowError, ValueError, OSError):
-        return None

@@ -107,3 +107,23 @@ def wait_captured(urls: Sequence[str], *, quiet_s: float, timeout_s: float, ever
 
 
 __all__ = ["DrainState", "drained", "observe", "wait_captured", "wait_drained", "wait_sent"]
+
+
+def announce_stopped(bootstrap: str, topics: Sequence[str], properties: Mapping[str, str]) -> str | None:
+    """Write the stop marker (ingest/heartbeats.py) on each heartbeat topic of a capture `down` stopped
+    cleanly, so the dataflow drains without holding for their stall. None when acknowledged; else why not
+    (nothing is lost then: the dataflow holds for the stall hold first, as it would without the marker)."""
+    from datetime import UTC, datetime
+
+    from confluent_kafka import KafkaException, Producer
+
+    from dataflows.ingest.heartbeats import MARKER_KEY, stop_marker
+    from dataflows.io.kafka_client import Outgoing, build, deliver, producer_config
+
+    marker = stop_marker(datetime.now(UTC))
+    try:
+        producer = build(Producer, producer_config(bootstrap, properties, client_id="tidemark-down", delivery_timeout_s=10))
+        delivery = deliver(producer, [Outgoing(topic, MARKER_KEY, marker) for topic in topics], 15)
+    except KafkaException as e:
+        return str(e)
+    return None if not delivery.failed else str(delivery.first_error)

@@ -34,7 +34,7 @@ from dataflows.stack.mariadb import CAPTURE_USER, WRITEBACK_USER, MariaDBInstanc
 from dataflows.stack.mariadb import run_as as mariadb_user
 from dataflows.stack.postgres import CAPTURE_ROLE, OPS_ROLE, PostgresCluster, erp_schema_sql
 from dataflows.stack.postgres import run_as as postgres_user
-from dataflows.stack.drain import wait_captured, wait_drained, wait_sent
+from dataflows.stack.drain import announce_stopped, wait_captured, wait_drained, wait_sent
 from dataflows.stack.processes import (
     ProcessRecord,
     ProcessTable,
@@ -432,8 +432,10 @@ class LocalStack:
             names = self.table.names()
             captures = [n for n in names if n.startswith("capture-")]
             self._catch_up(captures, echo)
+            stopped = [name for name in captures if self.table.stop(name)]
             for name in captures:
-                echo(f"{name:<12} {'stopped' if self.table.stop(name) else 'was not running'}")
+                echo(f"{name:<12} {'stopped' if name in stopped else 'was not running'}")
+            self._announce_stopped(stopped, echo)
             dataflows = [n for n in names if n.startswith("dataflow")]
             self._drain(dataflows, echo)
             order = dataflows + [n for n in ("prometheus", "kafka", "kafka-store", "crm", "erp") if n in names]
@@ -453,6 +455,20 @@ class LocalStack:
         urls = [r.endpoint["metrics"] for r in running.values() if "metrics" in r.endpoint]
         if urls and not wait_captured(urls, quiet_s=2.0, timeout_s=15.0):
             echo(f"{'captures':<12} still capturing after 15s: stopping them (the rest is captured on `up`)")
+
+    def _announce_stopped(self, stopped: list[str], echo: Callable[[str], None]) -> None:
+        """The stop marker on the heartbeat topic of each capture that stopped cleanly (its status says so once
+        its last records are acknowledged): without it the dataflow takes their silence for a stall."""
+        try:
+            connectors = self.connectors()
+        except ValueError:
+            return  # an edited, broken connector file: the dataflow holds for the stall hold instead
+        topics = [c.heartbeat_topic for name in stopped
+                  if (c := connectors.get(name.removeprefix("capture-"))) is not None and c.heartbeat_topic
+                  and read_capture_status(self.capture_state_dir(c.name)).get("state") == "stopped"]  # fmt: skip
+        if topics and (why := announce_stopped(self.settings.kafka_bootstrap, topics, self.settings.kafka_properties)):
+            echo(f"{'captures':<12} could not mark them stopped ({why}): the dataflow may hold its reorder "
+                 "buffer for the stall hold while it drains")  # fmt: skip
 
     def _sent_checks(self, captures: list[str], echo: Callable[[str], None]) -> dict[str, Callable[[], bool]]:
         """For each capture, whether its database has sent it everything committed up to now (the mark)."""

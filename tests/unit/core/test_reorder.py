@@ -54,11 +54,11 @@ class Readers:
         self.behind.discard(stream)
         return self.r.push(change, key, now, stream)
 
-    def heartbeat(self, source: str, now: float, sent: datetime | None = None) -> None:
+    def heartbeat(self, source: str, now: float, sent: datetime | None = None, stopped: bool = False) -> None:
         self._report(now)
         self.last[("beat", source)] = now
         self.reported.pop(("beat", source), None)
-        self.r.heartbeat(source, now, sent)
+        self.r.heartbeat(source, now, sent, stopped)
 
     def tick(self, now: float) -> list:
         self._report(now)
@@ -422,3 +422,74 @@ def test_a_batch_is_ordered_behind_one_watermark() -> None:
     assert batched.tick(0.0) == [(c(0, "crm"), False)]
     assert batched.flush() == [(c(1000), False), (c(5000), False), (c(5600), False), (c(6000, "crm"), False)]
     assert batched.stats.late == 0
+
+
+def _stop_with_the_stack(feed: Readers, stop_at: float) -> list:
+    """ERP and CRM deliver every 100 ms until `stop_at`, when `tidemark down` stops both captures: their
+    heartbeats stop, and a moment later (each capture's last records acknowledged) the stack's marker
+    says each stopped. Returns what was released meanwhile."""
+    out: list = []
+    t, i = 0.0, 0
+    while t < stop_at:
+        feed.heartbeat("erp", t, at(t))
+        feed.heartbeat("crm", t, at(t))
+        out += feed.push(c(round(t * 1000), "erp", i), "k", now=t, stream="erp.customers")
+        out += feed.push(c(round(t * 1000), "crm", i), "k", now=t, stream="crm.accounts")
+        i, t = i + 1, round(t + 0.1, 1)
+    return out
+
+
+def test_captures_stopped_by_down_hold_nothing_back_for_the_stall_hold() -> None:
+    """Without the marker their silence looks like a stall: the buffer would hold for the whole stall hold."""
+    r = buffer(stall_hold_s=60.0)
+    feed = Readers(r)
+    out = _stop_with_the_stack(feed, 5.0)
+    for t in (5.5, 6.0, 7.0, 8.0, 9.0, 10.0):
+        if t == 5.5:
+            feed.heartbeat("erp", t, at(t), stopped=True)
+            feed.heartbeat("crm", t, at(t), stopped=True)
+        out += feed.tick(t)
+    assert len(r) == 0 and r.stalled() == [] and r.stats.late == 0  # drained within seconds, in order
+    assert [order_key(x) for x, _ in out] == sorted(order_key(x) for x, _ in out)
+
+
+@given(st.floats(0.0, 5.0), st.floats(0.0, 3.0))
+def test_a_stop_marker_read_before_the_last_changes_makes_nothing_late(lag_s: float, noticed_s: float) -> None:
+    """The marker is written after each capture's last records were acknowledged, but a busy flow may
+    read it before those: ERP's last change sits in a partition whose reader sees there is more only
+    `noticed_s` after the marker (until then it may judge it idle from what it fetched before) and reads
+    it `lag_s` after that. It is not late, and the buffer still drains once it is read."""
+    r = buffer(stall_hold_s=60.0, max_per_key=10_000)
+    feed = Readers(r)
+    out = _stop_with_the_stack(feed, 5.0)
+    t = 5.0
+    feed.heartbeat("erp", t, at(t), stopped=True)
+    feed.heartbeat("crm", t, at(t), stopped=True)
+    while t < 5.0 + noticed_s + lag_s:
+        t = round(t + 0.1, 1)
+        if t >= 5.0 + noticed_s:
+            feed.behind.add("erp.customers")
+        out += feed.tick(t)
+    out += feed.push(c(4_950, "erp", 9_999), "k", now=t, stream="erp.customers")
+    for _ in range(100):  # the readers judge every stream idle anew: everything goes, nothing waits 60 s
+        t = round(t + 0.1, 1)
+        out += feed.tick(t)
+    assert len(r) == 0 and r.stats.late == 0
+    assert [order_key(x) for x, _ in out] == sorted(order_key(x) for x, _ in out)
+
+
+def test_a_capture_started_again_after_down_holds_the_watermark_again() -> None:
+    """The marker lasts until the capture shows life (a heartbeat, or a change committed after the marker):
+    after `up`, a silent capture is a stall again."""
+    r = buffer(stall_hold_s=60.0)
+    feed = Readers(r)
+    _stop_with_the_stack(feed, 5.0)
+    feed.heartbeat("erp", 5.5, at(5.5), stopped=True)
+    feed.heartbeat("crm", 5.5, at(5.5), stopped=True)
+    feed.heartbeat("crm", 20.0, at(20.0))  # up: CRM's capture is back with a heartbeat, ERP's with a change
+    feed.push(c(20_000, "erp", 5000), "k", now=20.0, stream="erp.customers")
+    out = feed.push(c(20_100, "crm", 5000), "k", now=20.1, stream="crm.accounts")
+    for t in range(21, 40):  # CRM goes on; ERP's capture dies again, without a marker
+        feed.heartbeat("crm", float(t), at(t))
+        out += feed.push(c(t * 1000, "crm", 5000 + t), "k", now=float(t), stream="crm.accounts") + feed.tick(float(t))
+    assert r.stalled() == ["erp"] and all(x.commit_time < at(20.0) for x, _ in out)  # held at ERP's 20 s

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows.ingest.decode import DecodeError, decode, heartbeat_time
+from dataflows.ingest.decode import DecodeError, decode
+from dataflows.ingest.heartbeats import read_heartbeat, stop_marker
 from tests.support.fixtures import as_kafka, recorded
 
 
@@ -63,12 +64,19 @@ def test_fuzzed_values_raise_only_decode_errors(value: bytes) -> None:
             decode(b'{"id": 1}', value, source="s", dialect=dialect)
         except DecodeError:
             pass
-    heartbeat_time(value)  # a heartbeat's time is read the same forgiving way: a value or None
+    read_heartbeat(value)  # a heartbeat is read the same forgiving way: a time or None, never an error
 
 
 def test_heartbeat_time_is_read_from_the_record() -> None:
-    assert heartbeat_time(b'{"ts_ms": 1767225600123}') == datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
-    assert heartbeat_time(b'{"ts_ms": "soon"}') is None and heartbeat_time(None) is None
+    sent = datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
+    assert read_heartbeat(b'{"ts_ms": 1767225600123}') == (sent, False)
+    assert read_heartbeat(b'{"ts_ms": "soon"}') == (None, False) and read_heartbeat(None) == (None, False)
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))
+def test_the_stop_marker_reads_as_a_stop_at_its_time_and_a_heartbeat_never_does(at: datetime) -> None:
+    assert read_heartbeat(stop_marker(at)) == (at.replace(microsecond=at.microsecond // 1000 * 1000), True)
+    assert read_heartbeat(b'{"ts_ms": 1767225600123, "tidemark_stopped": "no"}')[1] is False
 
 
 @settings(max_examples=300, deadline=None)

@@ -8,7 +8,6 @@ cluster stops and is restarted whole, resuming from the last snapshot.
 from __future__ import annotations
 
 import fcntl
-import gc
 import io
 import logging
 import os
@@ -26,6 +25,7 @@ from dataflows import metrics
 from dataflows.capture.resnapshot import request_resnapshot
 from dataflows.config.policy import build_policy
 from dataflows.flows.consistency import FlowConfig, build_flow
+from dataflows.memory import tune_gc
 from dataflows.io.sinks import ensure_topics
 from dataflows.stack.local import LocalStack
 from dataflows.stack.processes import private_dir
@@ -118,9 +118,7 @@ def run_dataflow(stack: LocalStack, process_id: int = 0, processes: int = 1, add
     # change is not delayed (and made late) by waiting for the topic to appear.
     ensure_topics(s.kafka_bootstrap, stack.all_topics(), s.kafka_properties)
     flow = build_flow(config)
-    # The core holds millions of small objects: the default cyclic-GC thresholds rescan them constantly
-    # (about 20% of core time in `tidemark bench core`).
-    gc.set_threshold(50_000, 50, 1000)
+    tune_gc()
     metrics.serve(stack.dataflow_metrics_port(process_id), s.metrics_host)
     if processes > 1 and addresses is None:
         addresses = cluster_addresses(stack, processes)

@@ -98,7 +98,7 @@ def capture_once(stack: LocalStack, handler_kind: str, rows: int, first_id: int)
     log4j = log4j_config(state / "log4j2.properties", state / "jvm.log")  # the JVM starts once: the first run's file
     jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}"]
     # Stopped as the capture process stops it: closing it mid-batch is the stop, not an error to print.
-    runner = EngineRunner(slot, lambda completion: CaptureEngine(props, handler, jvm_opts=jvm_opts, completion=completion))
+    runner = EngineRunner(slot, lambda done: CaptureEngine(props, handler, jvm_opts=jvm_opts, completion=done))
     runner.start()
     try:
         if not handler.first_batch.wait(120):  # a heartbeat: the slot exists and streaming has begun

@@ -21,6 +21,7 @@ from dataflows.core.core import ConsistencyCore, CoreOutput
 from dataflows.core.policy import Policy
 from dataflows.ingest.decode import decode
 from dataflows.ingest.mapping import SourceMapper
+from dataflows.memory import tune_gc
 from dataflows.settings import Settings
 
 BATCH = 1000
@@ -133,7 +134,9 @@ def offline_events(envelopes: list[Envelope]) -> set[str]:
 
 
 def run(changes: int = 200_000, customers: int = 20_000, runs: int = 5) -> CoreResult:
-    """Medians over `runs` alternating passes of the ceiling and the core (drift on a shared machine hits both)."""
+    """Medians over `runs` alternating passes of the ceiling and the core (drift on a shared machine hits both),
+    with the garbage collector tuned as in the dataflow."""
+    tune_gc()
     envelopes = list(generate(changes, customers))
     timings, ceilings, partitioned = [], [], []
     for _ in range(runs):

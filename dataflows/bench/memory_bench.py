@@ -38,7 +38,7 @@ from dataflows.bench.workload import generate
 from dataflows.core.inputs import CoreInput
 from dataflows.core.policy import Policy
 from dataflows.io.sinks import ensure_topics
-from dataflows.memory import return_free_memory, rss_bytes
+from dataflows.memory import return_free_memory, rss_bytes, tune_gc
 from dataflows.stack.local import LocalStack, capture_process_name, read_capture_status
 from dataflows.stack.scrape import scrape
 from dataflows.stack.scratch import scratch_stack
@@ -209,6 +209,7 @@ def _core_state_child(
     settings = Settings()
     connectors = load_connectors(settings.connectors_dir)
     mappers = {name: SourceMapper(c) for name, c in connectors.items()}
+    tune_gc()  # as in the dataflow: a full collection inside a snapshot would be timed as the snapshot's
     with tempfile.TemporaryDirectory(prefix="tidemark-checkpoints-") as checkpoints:
         where = Path(checkpoints) if incremental else None
         core = FlowCore(build_policy(connectors.values()), where, settings.topic_partitions)

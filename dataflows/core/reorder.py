@@ -88,7 +88,7 @@ class _Source:
     silent_since: float | None = None  # wall clock its heartbeat stream was reported silent
     trust_idle_from: float = 0.0  # wall clock: idle judgements of its streams made earlier are void
     back_by_heartbeat: bool = False  # back from silence, and no change since: its backlog may still come
-    stopped: bool = False  # stopped with the stack: everything it captured is written; nothing comes until it is back
+    stopped: bool = False  # stopped by `down`: all it captured is written, nothing more until it is back
 
 
 def _after_stop(source: _Source, earliest_commit_us: int) -> bool:
@@ -193,7 +193,8 @@ class Reorderer:
             mark.newest, mark.idle_at = max(mark.newest, okey[0]), None
         src = self._sources.get(change.source)
         if src is not None:
-            if src.silent_since is not None or src.back_by_heartbeat or _after_stop(src, okey[0] - change.commit_resolution_us):
+            earliest = okey[0] - change.commit_resolution_us
+            if src.silent_since is not None or src.back_by_heartbeat or _after_stop(src, earliest):
                 self._back(change.source, src, now, by_heartbeat=False)
             src.seen = now
         if self._last_released is not None and okey < self._last_released:

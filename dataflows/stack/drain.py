@@ -106,9 +106,6 @@ def wait_captured(urls: Sequence[str], *, quiet_s: float, timeout_s: float, ever
     return False
 
 
-__all__ = ["DrainState", "drained", "observe", "wait_captured", "wait_drained", "wait_sent"]
-
-
 def announce_stopped(bootstrap: str, topics: Sequence[str], properties: Mapping[str, str]) -> str | None:
     """Write the stop marker (ingest/heartbeats.py) on each heartbeat topic of a capture `down` stopped
     cleanly, so the dataflow drains without holding for their stall. None when acknowledged; else why not
@@ -122,8 +119,12 @@ def announce_stopped(bootstrap: str, topics: Sequence[str], properties: Mapping[
 
     marker = stop_marker(datetime.now(UTC))
     try:
-        producer = build(Producer, producer_config(bootstrap, properties, client_id="tidemark-down", delivery_timeout_s=10))
+        config = producer_config(bootstrap, properties, client_id="tidemark-down", delivery_timeout_s=10)
+        producer = build(Producer, config)
         delivery = deliver(producer, [Outgoing(topic, MARKER_KEY, marker) for topic in topics], 15)
     except KafkaException as e:
         return str(e)
     return None if not delivery.failed else str(delivery.first_error)
+
+
+__all__ = ["DrainState", "announce_stopped", "drained", "observe", "wait_captured", "wait_drained", "wait_sent"]

@@ -348,7 +348,7 @@ def run_capture(
     # -Xrs: leave SIGTERM/SIGINT to Python, so a stop closes the engine and flushes offsets.
     jvm_opts = ["-Xrs", f"-Dlog4j2.configurationFile={log4j}", "-Dlog4j2.disable.jmx=true"]
     runner = EngineRunner(source, lambda completion: CaptureEngine(properties, handler, jvm_opts=jvm_opts,
-                                                                    completion=completion))  # fmt: skip
+                                                                   completion=completion))  # fmt: skip
     stop_requested = _on_stop_signals(source)
     pending = take_request(state_dir)
     if pending is not None:  # asked before this process ran: start without offsets right away

@@ -8,8 +8,8 @@ later is still ordered (Bytewax's EventClock would mark it late).
 A stream stops holding the watermark when its reader reports it `idle`: read up to its end, and nothing
 new for the idle timeout. The reader judges this, not this buffer's clock, because only the reader
 knows whether a stream is quiet or merely not read yet (a busy core sees every stream go silent between
-two of its batches). A source that sends heartbeats (Debezium's heartbeat topic) is told apart from a
-quiet one: its idle streams stop holding only once it has shown life (a heartbeat or a change) after
+two of its batches). A source that sends heartbeats (Debezium's heartbeat topic; judged so from its first
+heartbeat read) is told apart from a quiet one: its idle streams stop holding only once it has shown life (a heartbeat or a change) after
 they went idle; when its heartbeat stream goes `silent`, its capture or database is down, and the streams
 that were active at its last sign of life keep holding the watermark, at its last heartbeat at most, for
 up to `stall_hold`, so its backlog is still put in order when it comes back instead of arriving late.
@@ -138,9 +138,11 @@ class Reorderer:
 
     def silent(self, source: str, now: float, judged_at: float | None = None) -> None:
         """The reader of `source`'s heartbeat stream is at its end and nothing came for the idle timeout
-        (judged at wall-clock `judged_at`; a judgement older than its last sign of life is stale)."""
-        s = self._sources.setdefault(source, _Source(now))
-        if s.silent_since is None and not s.stopped and (judged_at is None or judged_at >= s.seen):
+        (judged at wall-clock `judged_at`; a judgement older than its last sign of life is stale). A source
+        that never sent a heartbeat (heartbeats off, or none written yet) is not judged by them: its quiet
+        streams are quiet, not stalled."""
+        s = self._sources.get(source)
+        if s is not None and s.silent_since is None and not s.stopped and (judged_at is None or judged_at >= s.seen):
             s.silent_since = now
 
     def idle(self, stream: Any, now: float, judged_at: float | None = None) -> None:

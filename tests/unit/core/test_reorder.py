@@ -235,6 +235,24 @@ def test_a_quiet_heartbeat_source_does_not_hold_the_watermark() -> None:
     assert [x.position for x, _ in out][:2] == [(1000,), (2000,)] and r.stats.late == 0
 
 
+@given(st.floats(0.0, 10.0), st.lists(st.integers(1, 5000), min_size=1, max_size=20))
+def test_a_source_that_never_sent_a_heartbeat_is_not_taken_for_a_stalled_one(silent_at: float,
+                                                                              commits: list[int]) -> None:
+    """An empty heartbeat topic (heartbeats off, or none written yet) reported silent at any moment,
+    before or after the source's streams go quiet: those streams stop holding as any quiet stream does,
+    not after the stall hold."""
+    r = buffer(stall_hold_s=3600.0)
+    out = []
+    for i, ms in enumerate(commits):
+        out += r.push(c(ms, "erp", pos=i), "k", now=0.0, stream=f"erp.t{i % 3}")
+    reports = [(silent_at, lambda: r.silent("erp", silent_at, silent_at))]
+    reports += [(2.0, lambda s=f"erp.t{i}": r.idle(s, 2.0, 2.0)) for i in range(3)]
+    for _, report in sorted(reports, key=lambda x: x[0]):
+        report()
+    out += r.tick(max(silent_at, 2.0) + 0.1)
+    assert r.stalled() == [] and sorted(x.position for x, _ in out) == [(i,) for i in range(len(commits))]
+
+
 def test_a_stall_holds_for_at_most_stall_hold() -> None:
     r = buffer(stall_hold_s=10.0)
     feed = Readers(r)

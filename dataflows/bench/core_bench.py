@@ -6,6 +6,7 @@ step is what partitioning must spread."""
 from __future__ import annotations
 
 import gc
+import pickle
 import statistics
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class CoreResult:
     keyed_us: float  # per change: the keyed step (reorder, dedupe, identity, ownership, lifecycle, outputs)
     sequencer_us: float  # per change, the partitioned core's one key: reorder, dedupe, identity
     customer_us: float  # per change, its customer keys: apply, ownership, lifecycle, outputs, hand-offs
+    exchange_us: float  # per change, pickling what crosses processes (see `exchanged_s`)
 
 
 def ceiling(envelopes: list[Envelope]) -> float:
@@ -66,7 +68,7 @@ def ceiling(envelopes: list[Envelope]) -> float:
     return len(envelopes) / (time.process_time() - start)
 
 
-def _mappers_and_policy() -> tuple[dict[str, SourceMapper], Policy]:
+def mappers_and_policy() -> tuple[dict[str, SourceMapper], Policy]:
     """What decode and map need per source, and the policy, from the project's connector files."""
     connectors = load_connectors(Settings().connectors_dir)
     return {name: SourceMapper(c) for name, c in connectors.items()}, build_policy(connectors.values())
@@ -77,7 +79,7 @@ def timed_pass(
 ) -> tuple[PassTiming, ConsistencyCore]:
     """One pass through a fresh core, in batches as the dataflow hands them over, timing decode and map
     apart from the keyed step; `outputs` (not timed) sees each batch's output."""
-    mappers, policy = _mappers_and_policy()
+    mappers, policy = mappers_and_policy()
     core = ConsistencyCore(policy)
     now = time.time()
     ingest_s = keyed_s = 0.0
@@ -100,24 +102,37 @@ def timed_pass(
     return PassTiming(len(envelopes), ingest_s, keyed_s), core
 
 
-def partitioned_pass(envelopes: list[Envelope]) -> tuple[float, float]:
+def exchanged_s(items: list[Any]) -> float:
+    """CPU seconds to pickle and unpickle `items` as Bytewax does with every item that goes from one worker
+    to another (timely's exchange: pickle, highest protocol)."""
+    t0 = time.process_time()
+    for item in items:
+        pickle.loads(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301 - our own bytes
+    return time.process_time() - t0
+
+
+def partitioned_pass(envelopes: list[Envelope]) -> tuple[float, float, float]:
     """Seconds the partitioned core spends in its sequencer and in its customer keys for `envelopes`, as the
     dataflow's logics run them in one process (decoded and mapped first, untimed; no snapshots, which the
-    memory stage times)."""
+    memory stage times); and the seconds it would spend moving each change between processes: the decoded
+    change to the sequencer's worker, its messages to their customers' workers (with N processes, (N-1)/N
+    of both cross)."""
     from dataflows.bench.memory_bench import FlowCore
 
-    mappers, policy = _mappers_and_policy()
+    mappers, policy = mappers_and_policy()
     inputs = [mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect)) for e in envelopes]
     flow = FlowCore(policy, None, partitions=1)
     steps = [lambda i=i: flow.sequencer.on_batch(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)]
     sequencer_s = customer_s = 0.0
+    exchange_s = exchanged_s(inputs)
     for step in [*steps, flow.sequencer.on_eof]:  # the end of input releases what the reorder buffer holds
         t0 = time.process_time()
         items = step()[0]
         t1 = time.process_time()
         flow.deliver(items)
         sequencer_s, customer_s = sequencer_s + t1 - t0, customer_s + time.process_time() - t1
-    return sequencer_s, customer_s
+        exchange_s += exchanged_s([item for item in items if item[0] == "customer"])
+    return sequencer_s, customer_s, exchange_s
 
 
 def core_pass(envelopes: list[Envelope], outputs: Callable[[CoreOutput], None] | None = None) -> tuple[float, ConsistencyCore]:
@@ -154,4 +169,5 @@ def run(changes: int = 200_000, customers: int = 20_000, runs: int = 5) -> CoreR
     return CoreResult(changes, customers, runs, statistics.median(ceilings),
                       changes / statistics.median(t.total_s for t in timings),
                       per_change([t.ingest_s for t in timings]), per_change([t.keyed_s for t in timings]),
-                      per_change([p[0] for p in partitioned]), per_change([p[1] for p in partitioned]))  # fmt: skip
+                      per_change([p[0] for p in partitioned]), per_change([p[1] for p in partitioned]),
+                      per_change([p[2] for p in partitioned]))  # fmt: skip

@@ -44,7 +44,10 @@ def core(quick: bool) -> list[Measurement]:
             m("partitioned: customer step (spread over processes), per change", r.customer_us, "us/change",
               ceiling_us),
             m("partitioned: the sequencer's rate, the most any number of processes reach", 1e6 / r.sequencer_us,
-              "changes/s", r.ceiling_per_s)]  # fmt: skip
+              "changes/s", r.ceiling_per_s),
+            # What a second process adds: Bytewax pickles every item that moves between workers.
+            m("partitioned: moving a change between processes (its decoded change and messages, pickled and "
+              "unpickled), per change", r.exchange_us, "us/change", ceiling_us)]  # fmt: skip
 
 
 def dataflow(quick: bool) -> Iterator[Measurement]:

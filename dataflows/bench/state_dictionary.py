@@ -14,7 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from dataflows.bench.core_bench import _mappers_and_policy
+from dataflows.bench.core_bench import mappers_and_policy
 from dataflows.bench.memory_bench import FlowCore
 from dataflows.bench.workload import generate
 from dataflows.ingest.decode import decode
@@ -26,7 +26,7 @@ SAMPLES = 2
 
 def typical_states(customers: int = CUSTOMERS, samples: int = SAMPLES) -> list[bytes]:
     """The pickles of `samples` customer states of median size, after creations and updates."""
-    mappers, policy = _mappers_and_policy()
+    mappers, policy = mappers_and_policy()
     core = FlowCore(policy, None, Settings().topic_partitions)
     envelopes = list(generate(4 * customers, customers))
     core.feed([mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect)) for e in envelopes])

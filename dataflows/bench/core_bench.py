@@ -115,23 +115,24 @@ def partitioned_pass(envelopes: list[Envelope]) -> tuple[float, float, float]:
     """Seconds the partitioned core spends in its sequencer and in its customer keys for `envelopes`, as the
     dataflow's logics run them in one process (decoded and mapped first, untimed; no snapshots, which the
     memory stage times); and the seconds it would spend moving each change between processes: the decoded
-    change to the sequencer's worker, its messages to their customers' workers (with N processes, (N-1)/N
-    of both cross)."""
+    changes to the sequencer's worker (a batch at a time), its messages to their customers' workers (one
+    each; with N processes, (N-1)/N of both cross)."""
     from dataflows.bench.memory_bench import FlowCore
 
     mappers, policy = mappers_and_policy()
     inputs = [mappers[e.source].map(decode(e.key, e.value, source=e.source, dialect=e.dialect)) for e in envelopes]
     flow = FlowCore(policy, None, partitions=1)
-    steps = [lambda i=i: flow.sequencer.on_batch(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)]
+    steps = [lambda i=i: flow.sequencer.on_batch([inputs[i : i + BATCH]]) for i in range(0, len(inputs), BATCH)]
     sequencer_s = customer_s = 0.0
-    exchange_s = exchanged_s(inputs)
+    # The flow sends the sequencer a batch at a time (flows/partitioned.py), its messages one by one.
+    exchange_s = exchanged_s([("seq", inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)])
     for step in [*steps, flow.sequencer.on_eof]:  # the end of input releases what the reorder buffer holds
         t0 = time.process_time()
         items = step()[0]
         t1 = time.process_time()
         flow.deliver(items)
         sequencer_s, customer_s = sequencer_s + t1 - t0, customer_s + time.process_time() - t1
-        exchange_s += exchanged_s([item for item in items if item[0] == "customer"])
+        exchange_s += exchanged_s([keyed for target, keyed in items if target == "customer"])
     return sequencer_s, customer_s, exchange_s
 
 

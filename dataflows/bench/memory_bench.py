@@ -145,7 +145,7 @@ class FlowCore:
         self.touched: set[str] = set()
 
     def feed(self, values: list[CoreInput]) -> None:
-        self.deliver(self.sequencer.on_batch(values)[0])
+        self.deliver(self.sequencer.on_batch([values])[0])
 
     def flush(self) -> None:
         self.deliver(self.sequencer.on_eof()[0])

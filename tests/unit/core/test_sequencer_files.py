@@ -21,7 +21,7 @@ def test_every_snapshot_resumes_where_it_stood_and_later_files_go(tmp_path: Path
     snapshots, states = [], []
     compacted = None
     for change in build(OPS, [1000] * len(OPS)):
-        logic.on_batch([change])
+        logic.on_batch([[change]])
         logic.on_eof()
         snapshots.append(logic.snapshot())
         states.append(_contents(logic.core))
@@ -44,7 +44,7 @@ def test_a_merged_base_equals_its_chain(tmp_path: Path) -> None:
     files = CheckpointFiles(tmp_path)
     logic = SequencerLogic(POLICY, [], None, files)
     for change in build(OPS[:10], [1000] * 10):
-        logic.on_batch([change])
+        logic.on_batch([[change]])
         logic.on_eof()
         logic.snapshot()
     files.adopt(wait=True)  # one the snapshots started
@@ -58,7 +58,7 @@ def test_a_missing_file_stops_the_resume(tmp_path: Path) -> None:
     files = CheckpointFiles(tmp_path)
     logic = SequencerLogic(POLICY, [], None, files)
     for change in build(OPS[:3], [1000] * 3):
-        logic.on_batch([change])
+        logic.on_batch([[change]])
         logic.on_eof()
         last = logic.snapshot()
     sorted(tmp_path.iterdir())[1].unlink()

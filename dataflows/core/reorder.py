@@ -5,19 +5,19 @@ partition): the slowest stream holds it back, so a partition read ahead of the o
 cannot make theirs late. It advances with the data, not with the wall clock, so a backlog replayed hours
 later is still ordered (Bytewax's EventClock would mark it late).
 
-A stream stops holding the watermark when its reader reports it `idle`: read up to its end, and nothing
-new for the idle timeout. The reader judges this, not this buffer's clock, because only the reader
-knows whether a stream is quiet or merely not read yet (a busy core sees every stream go silent between
-two of its batches). A source that sends heartbeats (Debezium's heartbeat topic; judged so from its first
-heartbeat read) is told apart from a quiet one: its idle streams stop holding only once it has shown life (a heartbeat or a change) after
-they went idle; when its heartbeat stream goes `silent`, its capture or database is down, and the streams
-that were active at its last sign of life keep holding the watermark, at its last heartbeat at most, for
-up to `stall_hold`, so its backlog is still put in order when it comes back instead of arriving late.
-When it comes back (a heartbeat or a change), the idle marks of its streams are void: its backlog may be
-in any of them, and a reader that judged a stream idle before the backlog was written cannot know. Each
-of them holds again until its reader judges it idle anew, `settle` or more after the return (readers
-repeat their idle reports while a stream stays quiet); a heartbeat may come before the backlog, so the
-first change after it starts the settling again.
+A stream stops holding the watermark when its reader reports it `idle`: read up to its end, and nothing new
+for the idle timeout. The reader judges this, not this buffer's clock, because only the reader knows
+whether a stream is quiet or merely not read yet (a busy core sees every stream go silent between two of
+its batches). A source that sends heartbeats (Debezium's heartbeat topic; judged so from its first
+heartbeat read) is told apart from a quiet one: its idle streams stop holding only once it has shown life
+(a heartbeat or a change) after they went idle; when its heartbeat stream goes `silent`, its capture or
+database is down, and the streams that were active at its last sign of life keep holding the watermark, at
+its last heartbeat at most, for up to `stall_hold`, so its backlog is still put in order when it comes back
+instead of arriving late. When it comes back (a heartbeat or a change), the idle marks of its streams are
+void: its backlog may be in any of them, and a reader that judged a stream idle before the backlog was
+written cannot know. Each of them holds again until its reader judges it idle anew, `settle` or more after
+the return (readers repeat their idle reports while a stream stays quiet); a heartbeat may come before the
+backlog, so the first change after it starts the settling again.
 
 After a (re)start nothing is released until every input stream the dataflow reads has been read up to
 where it stood (`expect` and `ready`; for at most `stall_hold`): the first partition read must not run

@@ -198,7 +198,7 @@ def customer_step(decoded: Stream[CoreInput], policy: Policy, streams: list[tupl
     # Every input goes to the one key as one item per upstream batch: Bytewax pickles each item that moves
     # between workers, and a batch pickled whole costs less than half as much per change as its changes
     # pickled apart (shared memo; `bench core` measures the exchange).
-    keyed = op.flat_map_batch("one_sequencer", decoded, lambda batch: [("seq", batch)])
+    keyed = op.flat_map_batch("one_sequencer", decoded, lambda batch: [("seq", batch)] if batch else [])
     files = CheckpointFiles(checkpoints) if checkpoints is not None else None
     sequenced = op.stateful_batch("sequence", keyed, lambda resume: SequencerLogic(policy, streams, resume, files))
     items = op.map("unkey_sequence", sequenced, lambda kv: kv[1])

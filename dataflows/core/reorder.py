@@ -139,8 +139,8 @@ class Reorderer:
     def silent(self, source: str, now: float, judged_at: float | None = None) -> None:
         """The reader of `source`'s heartbeat stream is at its end and nothing came for the idle timeout
         (judged at wall-clock `judged_at`; a judgement older than its last sign of life is stale). A source
-        that never sent a heartbeat (heartbeats off, or none written yet) is not judged by them: its quiet
-        streams are quiet, not stalled."""
+        that never sent a heartbeat (none written yet) is not judged by them: its quiet streams are quiet,
+        not stalled."""
         s = self._sources.get(source)
         if s is not None and s.silent_since is None and not s.stopped and (judged_at is None or judged_at >= s.seen):
             s.silent_since = now

@@ -238,7 +238,7 @@ def test_a_quiet_heartbeat_source_does_not_hold_the_watermark() -> None:
 @given(st.floats(0.0, 10.0), st.lists(st.integers(1, 5000), min_size=1, max_size=20))
 def test_a_source_that_never_sent_a_heartbeat_is_not_taken_for_a_stalled_one(silent_at: float,
                                                                               commits: list[int]) -> None:
-    """An empty heartbeat topic (heartbeats off, or none written yet) reported silent at any moment,
+    """A heartbeat topic still empty (no heartbeat written yet) reported silent at any moment,
     before or after the source's streams go quiet: those streams stop holding as any quiet stream does,
     not after the stall hold."""
     r = buffer(stall_hold_s=3600.0)

@@ -297,8 +297,8 @@ class LocalStack:
         if component not in starters:
             msg = f"unknown component {component!r}: one of {', '.join(sorted(starters))}"
             raise ValueError(msg)
-        for name in self.dataflow_names() if component == "dataflow" else [component]:
-            self.table.stop(name, sig=stop_signal(name))
+        names = self.dataflow_names() if component == "dataflow" else [component]
+        self.table.stop_together(names, sig=stop_signal(names[0]))
         starters[component]()
         echo(f"{component:<12} restarted")
         return None
@@ -377,8 +377,7 @@ class LocalStack:
         if all(self.table.running(n) for n in names):
             echo(f"{'dataflow':<12} already up ({len(names)} process(es))")
             return
-        for name in names:
-            self.table.stop(name)
+        self.table.stop_together(names)  # what is left of a cluster that lost a process
         env = {**os.environ, **self.settings_environment()}
         for i, name in enumerate(names):
             argv = [sys.executable, "-m", "dataflows.cli", "run", "--process-id", str(i), "--processes", str(len(names))]
@@ -438,8 +437,10 @@ class LocalStack:
             self._announce_stopped(stopped, echo)
             dataflows = [n for n in names if n.startswith("dataflow")]
             self._drain(dataflows, echo)
-            order = dataflows + [n for n in ("prometheus", "kafka", "kafka-store", "crm", "erp") if n in names]
-            for name in order:
+            stopped_flow = self.table.stop_together(dataflows, sig=signal.SIGINT)  # a cluster stops whole
+            for name in dataflows:
+                echo(f"{name:<12} {'stopped' if name in stopped_flow else 'was not running'}")
+            for name in [n for n in ("prometheus", "kafka", "kafka-store", "crm", "erp") if n in names]:
                 was_running = self.table.stop(name, sig=stop_signal(name))
                 echo(f"{name:<12} {'stopped' if was_running else 'was not running'}")
 

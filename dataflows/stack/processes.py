@@ -151,24 +151,35 @@ class ProcessTable:
 
     def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:
         """Stop a recorded process; SIGKILL after `timeout`. True if it was running."""
-        record = self.get(name)
-        if record is None:
-            return False
-        was_running = is_alive(record)
-        if was_running:
-            os.kill(record.pid, sig)
-            deadline = time.monotonic() + timeout
-            while is_alive(record) and time.monotonic() < deadline:
-                _reap(record.pid)
-                time.sleep(0.05)
-            if is_alive(record):
-                os.kill(record.pid, signal.SIGKILL)
-                while is_alive(record):
-                    _reap(record.pid)
-                    time.sleep(0.05)
+        return name in self.stop_together([name], sig=sig, timeout=timeout)
+
+    def stop_together(self, names: list[str], *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> set[str]:
+        """Signal every recorded process of `names` at once, then wait for each (SIGKILL after `timeout`);
+        returns those that were running. The processes of one cluster stop together: one that outlives its
+        peer by more than a moment finds their connection gone and dies of that instead of the stop."""
+        records = {name: record for name in names if (record := self.get(name)) is not None}
+        running = {name for name, record in records.items() if is_alive(record)}
+        for name in running:
+            os.kill(records[name].pid, sig)
+        deadline = time.monotonic() + timeout
+        for name, record in records.items():
+            if name in running:
+                _await_exit(record, deadline)
+            _reap(record.pid)
+            self.path(name).unlink(missing_ok=True)
+        return running
+
+
+def _await_exit(record: ProcessRecord, deadline: float) -> None:
+    """Wait for a signalled process until `deadline`, then SIGKILL it and wait until it is gone."""
+    while is_alive(record) and time.monotonic() < deadline:
         _reap(record.pid)
-        self.path(name).unlink(missing_ok=True)
-        return was_running
+        time.sleep(0.05)
+    if is_alive(record):
+        os.kill(record.pid, signal.SIGKILL)
+        while is_alive(record):
+            _reap(record.pid)
+            time.sleep(0.05)
 
 
 def _reap(pid: int) -> None:

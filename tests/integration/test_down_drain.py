@@ -37,7 +37,7 @@ def test_down_in_the_middle_of_traffic_drains_and_loses_nothing(tmp_path: Path) 
                                                 *differences(stack, BASE)[:20]]))
 
 
-def test_down_stops_a_cluster_whole(tmp_path: Path) -> None:
+def test_down_stops_a_cluster_whole() -> None:
     """Both processes of a 2-process cluster stop on `down`'s signal and log their clean stop; neither
     outlives its peer long enough to die of the lost connection (Bytewax's "Send thread panic")."""
     with scratch_stack("tidemark-down-", capture=False, dataflow=False, dataflow_processes=2) as stack:

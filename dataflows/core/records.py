@@ -18,6 +18,7 @@ from dataflows.core.golden import GoldenRecord, Proposal, apply_change, rebuild
 from dataflows.core.identity import Cluster, Merge, Ref, Resolution, link_dict
 from dataflows.core.inputs import Cause, StewardCommand
 from dataflows.core.lifecycle import derive_status, fact_events, status_events
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.change import CanonicalChange, stable_id
 from dataflows.core.policy import Policy
 from schemas.v1.entities import LifecycleStatus
@@ -62,7 +63,8 @@ class CoreStats:
         self.__dict__.setdefault("owner_writes", Counter())
 
 
-@dataclass(frozen=True)
+@pickled_fast
+@dataclass(frozen=True, slots=True)
 class Step:
     """What the cross-customer prefix decided about one change or steward command: everything the
     per-customer suffix needs besides the records themselves."""

@@ -3,6 +3,7 @@ state itself, and no delta can be left out."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 from typing import Any
@@ -148,3 +149,40 @@ def test_a_snapshot_read_across_checkpoints_sweeps_the_same_rows() -> None:
         s.flush(0.0)
         swept.append(sorted(w.step.cause.entity_key for _, w in s.take() if isinstance(w, Work) and w.step.cause.deleted))
     assert swept[0] == swept[1] == ["2", "5"]
+
+
+def _dumps_around_by_persistent_id(root: Any, journal: Journal) -> bytes:
+    """How checkpoints named the journaled containers until 2026-12-01 (persistent ids)."""
+    buffer = io.BytesIO()
+    ids = {id(c): name for name, c in journal.containers.items()}
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> str | None:
+            return ids.get(id(obj))
+
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(root)
+    return buffer.getvalue()
+
+
+def test_checkpoints_written_by_the_earlier_pickler_still_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain written the old way resumes (an upgrade), and so does one continued the new way after it."""
+    ops = [(("erp", "customers"), i, {"legal_name": f"Acme {i}"}) for i in (1, 2, 3)]
+    ops += [(("crm", "accounts"), i, {"name": f"Acme {i}", "erp_customer_id": i}) for i in (1, 2, 3)]
+    seq = Sequencer(POLICY, run=1)
+    chain = []
+    for i, change in enumerate([None, *build(ops, [1000] * len(ops))]):
+        if change is not None:
+            seq.submit_batch([change], change.commit_time.timestamp())
+            seq.flush()
+            seq.take()
+        with monkeypatch.context() as m:
+            if i <= len(ops) // 2:
+                m.setattr("dataflows.core.sequencer.dumps_around", _dumps_around_by_persistent_id)
+            chain.append(seq.checkpoint(full=not chain))
+        if i == len(ops) // 2:
+            upgraded = restore(chain)  # every checkpoint so far the old way
+            assert _contents(upgraded) == _contents(seq)
+            assert upgraded.identity.ref_cluster is upgraded.journal.containers["IdentityResolver.ref_cluster"]
+    resumed = restore(chain)
+    assert _contents(resumed) == _contents(seq)
+    assert resumed.identity.ref_cluster is resumed.journal.containers["IdentityResolver.ref_cluster"]

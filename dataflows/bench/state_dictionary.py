@@ -10,7 +10,8 @@ one is a new file under a new marker in core/state_bytes.py.
 - v2 (zstd): trained by zstd on the states of 2,000 customers (4 KB: larger ones packed no smaller). It
   holds what every state repeats (class paths, field, table and source names) and zstd's entropy tables:
   on states whose names and digits were replaced by others (out of sample), 428 bytes a state, against
-  734 for v1, and a sixth of the CPU (README, "Figures of 2026-12-01").
+  734 for v1, and a sixth of the CPU (README, "Figures of 2026-12-01, afternoon"). Rerunning v1 today
+  gives other bytes (states pickle differently since); the file is frozen, not remade.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A key's pickle is about 2.1 KB, and most of it is the same class paths, field na
 every customer. A compressor cannot learn those from one small record (zlib alone: 1.2 KB); primed with a
 dictionary of typical records it writes a fraction. Since v2 that is zstd with a dictionary zstd trained:
 about 0.43 KB a state for 3-4 us, where v1 (deflate against two raw states) wrote 0.73 KB for 24 us, the
-larger part of a customer key's snapshot (README, "Figures of 2026-12-01").
+larger part of a customer key's snapshot (README, "Figures of 2026-12-01, afternoon").
 The dictionary only helps compression: any state packs and unpacks, whatever its names.
 
 A dictionary is frozen data (state_dictionary_v*.bin, made by `python -m dataflows.bench.state_dictionary`):
@@ -40,7 +40,7 @@ def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     """One compressor and decompressor per process: a dataflow process runs its customer keys on one
     worker thread, and neither object may be used by two threads at once."""
     trained = zstandard.ZstdCompressionDict(dictionary(ZSTD_V2))
-    # The marker names the dictionary and a snapshot is checksummed where it is stored: no id, no checksum.
+    # The marker names the dictionary (no id in the frame); no checksum, as v1's raw deflate had none.
     compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=trained, write_checksum=False, write_dict_id=False)
     return compressor, zstandard.ZstdDecompressor(dict_data=trained)
 

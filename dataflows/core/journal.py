@@ -56,7 +56,7 @@ class TrackedDict(dict):  # type: ignore[type-arg]
         super().__delitem__(key)
 
     def pop(self, key: Hashable, *default: Any) -> Any:
-        if self.dirty is not None:
+        if self.dirty is not None and key in self:  # an absent key stays absent: nothing to carry
             self.dirty.add(key)
         return super().pop(key, *default)
 
@@ -101,7 +101,7 @@ class TrackedSet(set):  # type: ignore[type-arg]
         super().add(item)
 
     def discard(self, item: Hashable) -> None:
-        if self.dirty is not None:
+        if self.dirty is not None and item in self:
             self.dirty.add(item)
         super().discard(item)
 

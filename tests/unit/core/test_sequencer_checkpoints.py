@@ -105,7 +105,7 @@ def test_a_set_shrunk_in_place_is_journaled() -> None:
     assert _contents(restore(chain)) == _contents(seq)
 
 
-def test_a_journaled_dict_marks_writes_removals_and_setdefault() -> None:
+def test_a_journaled_container_marks_writes_removals_and_setdefault_and_nothing_else() -> None:
     d = TrackedDict("d", {"a": 1})
     d["x"] = 0  # before the first base: no marks kept
     assert d.dirty is None
@@ -115,6 +115,12 @@ def test_a_journaled_dict_marks_writes_removals_and_setdefault() -> None:
     d.setdefault("c", set()).add(1)
     assert d.dirty == {"a", "b", "c"}
     assert pickle.loads(pickle.dumps(d)) == d  # noqa: S301
+    d.dirty = set()
+    d.pop("never", None)  # identity pops every rule's finding on every change, mostly absent ones
+    s = TrackedSet("s", {1})
+    s.dirty = set()
+    s.discard(2)
+    assert d.dirty == set() and s.dirty == set()  # an absent key stays absent: a delta carries nothing
     assert GONE is pickle.loads(pickle.dumps(GONE))  # noqa: S301
     with pytest.raises(ValueError, match="a delta follows a base"):
         Journal([TrackedDict("e")]).delta()

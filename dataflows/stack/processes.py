@@ -198,17 +198,26 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+PORT_RELEASE_S = 5.0  # see refuse_taken_port
+
+
 class StartupError(RuntimeError):
     """A local component did not start; the message says why and what to do."""
 
 
-def refuse_taken_port(name: str, host: str, port: int, setting: str) -> None:
-    """Before `name` starts listening: a port that already accepts connections is another process's, which
-    `wait_for_port` could not tell from ours (and ours would fail to bind)."""
-    if port_open(host, port):
-        msg = (f"{name} cannot listen on {host}:{port}: another process already does. Stop that process, "
-               f"or give {name} a free port: TIDEMARK_{setting.upper()}=<port>")  # fmt: skip
-        raise StartupError(msg)
+def refuse_taken_port(name: str, host: str, port: int, setting: str, release_s: float = PORT_RELEASE_S) -> None:
+    """Before `name` starts listening: a port that still accepts connections after `release_s` is another
+    process's, which `wait_for_port` could not tell from ours (and ours would fail to bind). The wait is
+    for our own process just killed: its main thread counts as exited (a zombie) while its other threads
+    still hold its sockets, for a few milliseconds."""
+    deadline = time.monotonic() + release_s
+    while port_open(host, port):
+        if time.monotonic() > deadline:
+            msg = (f"{name} cannot listen on {host}:{port}: another process has listened there for "
+                   f"{release_s:.0f}s. Stop that process, or give {name} a free port: "
+                   f"TIDEMARK_{setting.upper()}=<port>")  # fmt: skip
+            raise StartupError(msg)
+        time.sleep(0.05)
 
 
 def wait_for_port(host: str, port: int, timeout: float, record: ProcessRecord | None = None) -> None:

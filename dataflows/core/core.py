@@ -9,11 +9,12 @@ releases them, so a replay yields the same ids.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dataflows.core.dedupe import HighWaterMarks, Verdict
 from dataflows.core.golden import GoldenRecord
-from dataflows.core.identity import IdentityResolver, Ref
+from dataflows.core.identity import Cluster, IdentityResolver, Ref, Resolution
 from dataflows.core.inputs import (
     Cause,
     CoreInput,
@@ -166,7 +167,12 @@ class ConsistencyCore:
         values = None
         if change.entity == "customer" and not change.deleted:
             values = {f: change.image[f] for f in self._match_fields if f in change.image}
-        return Step(change, self.identity.resolve(ref, values), ref, self.identity.clusters)
+        resolution = self.identity.resolve(ref, values)
+        return Step(change, resolution, ref, self._carried_clusters(resolution))
+
+    def _carried_clusters(self, resolution: Resolution) -> Mapping[str, Cluster]:
+        """The identity clusters a step carries to the per-customer suffix: in one process, all of them."""
+        return self.identity.clusters
 
     def _customer_of(self, change: CanonicalChange) -> tuple[str, str] | None:
         if change.customer_ref is not None:
@@ -202,7 +208,7 @@ class ConsistencyCore:
             raise ValueError(msg)
         if resolution is None:
             return None  # nothing (left) to split
-        return Step(command, resolution, None, self.identity.clusters)
+        return Step(command, resolution, None, self._carried_clusters(resolution))
 
     def _steward_ref(self, target: str) -> Ref:
         """'system:id' as given, or a golden id's best source customer."""

@@ -13,11 +13,11 @@ base) only when asked. restore() puts a base and the checkpoints after it back t
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
 
 from dataflows.core.core import ConsistencyCore
 from dataflows.core.handoff import Lend, Message, OpId, Work
+from dataflows.core.identity import Cluster, Resolution
 from dataflows.core.inputs import Cause
 from dataflows.core.journal import Journal, Tracked, TrackedDict, TrackedSet, apply, dumps_around, loads_around
 from dataflows.core.policy import Policy
@@ -64,14 +64,14 @@ class Sequencer(ConsistencyCore):
         sent, self.outbox = self.outbox, []
         return sent
 
+    def _carried_clusters(self, resolution: Resolution) -> Mapping[str, Cluster]:
+        """Only a regrouping reads identity's clusters, and only those it involves; the common step carries none."""
+        return step_clusters(resolution, self.identity.clusters) if resolution.regrouped else {}
+
     def _apply(self, step: Step, out: CoreOutput, dirty: dict[str, Cause]) -> None:
         self.n += 1
         op: OpId = (self.run, self.n)
-        resolution = step.resolution
-        # Only a regrouping reads identity's clusters; the common step carries none.
-        clusters = step_clusters(resolution, self.identity.clusters) if resolution.regrouped else {}
-        step = replace(step, clusters=clusters)
-        coordinator = resolution.golden_id
+        coordinator = step.resolution.golden_id
         lenders = tuple(sorted(step.involved() - {coordinator}))
         self.outbox += [(lender, Lend(op, coordinator)) for lender in lenders]
         self.outbox.append((coordinator, Work(op, step, lenders)))

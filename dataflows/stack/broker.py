@@ -27,6 +27,7 @@ from dataflows.stack.processes import (
     ProcessRecord,
     ProcessTable,
     StartupError,
+    exited_during_start,
     is_alive,
     private_dir,
     wait_for_port,
@@ -129,8 +130,7 @@ def wait_answering(bootstrap: str, timeout: float, record: ProcessRecord) -> Non
             return
         except KafkaException:
             if not is_alive(record):
-                msg = f"{record.name} exited during start-up; see {record.log}"
-                raise StartupError(msg) from None
+                raise exited_during_start(record) from None
             if time.monotonic() > deadline:
                 msg = (f"{record.name} accepts connections on {bootstrap} but answered no metadata request "
                        f"within {timeout:.0f}s; see {record.log}")  # fmt: skip

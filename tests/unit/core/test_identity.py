@@ -211,3 +211,42 @@ def test_the_same_history_always_gives_the_same_golden_ids(steps) -> None:
     """Replaying the whole input (a state rebuilt after its loss) gives the same customers and ids.
     (A decision delivered twice is covered where commands carry their ids: test_core_properties.)"""
     assert play(steps).ref_cluster == play(steps).ref_cluster
+
+
+class _AlwaysRegroups(IdentityResolver):
+    """The resolver without its shortcut: every change of evidence walks the graph again."""
+
+    def _may_regroup(self, ref: Ref, changed: frozenset[Any], targets_changed: bool) -> bool:
+        return True
+
+
+def _outcome(ids: IdentityResolver, resolution: Any) -> tuple[Any, ...]:
+    clusters = {gid: (frozenset(c.refs), tuple(c.links)) for gid, c in ids.clusters.items()}
+    moved = (resolution.golden_id, resolution.created, resolution.joined_by, resolution.merges, resolution.moves,
+             resolution.split_off, resolution.rebuild, resolution.conflicts, resolution.findings)  # fmt: skip
+    return moved, dict(ids.ref_cluster), clusters, dict(ids.retired)
+
+
+@PROPERTY
+@given(histories())
+def test_skipping_the_graph_walk_for_lone_keys_changes_no_group(steps) -> None:
+    """A change of evidence that no other source customer shares skips the regrouping: after every step,
+    golden customers, their links and the resolution are those of a resolver that always regroups."""
+    fast, full = IdentityResolver(POLICY), _AlwaysRegroups(POLICY)
+    for step in steps:
+        kind, ref_id, data = step
+        if kind not in ("erp", "crm"):
+            play([step], fast), play([step], full)
+            continue
+        got, want = fast.resolve((kind, ref_id), data), full.resolve((kind, ref_id), data)
+        assert _outcome(fast, got) == _outcome(full, want)
+
+
+def test_a_renamed_company_keeps_its_customer_without_a_graph_walk() -> None:
+    ids = IdentityResolver(POLICY)
+    ids.resolve(("erp", "1"), {"legal_name": "Nordwind GmbH", "tax_id": vat_de(1), "country": "DE"})
+    ids.resolve(("crm", "1"), {"display_name": "Nordwind", "tax_id": vat_de(1), "country": "DE"})
+    renamed = ids.resolve(("erp", "1"), {"legal_name": "Nordwind Logistik GmbH", "tax_id": vat_de(1), "country": "DE"})
+    assert not renamed.regrouped and renamed.golden_id == ids.golden_id(("crm", "1"))
+    retaxed = ids.resolve(("erp", "1"), {"legal_name": "Nordwind Logistik GmbH", "tax_id": vat_de(2), "country": "DE"})
+    assert retaxed.regrouped, "a tax id of its own can prove its linked customers different: the graph is walked"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from functools import cache
 
-from cleanco.clean import custom_basename, normalized, prepare_default_terms, strip_punct, strip_tail
+from cleanco.clean import normalized, prepare_default_terms, strip_punct, strip_tail
 
 Term = tuple[int, list[str]]  # cleanco's (number of words, words) of one legal form
 
@@ -28,9 +28,16 @@ def _terms_by_word() -> tuple[list[Term], dict[str, list[int]]]:
 
 
 def basename(name: str) -> str:
-    """`cleanco.basename(name)`, the same answer: the name without its trailing legal forms."""
+    """`cleanco.basename(name)`, the same answer: the name without its trailing legal forms. The name is
+    normalized once (cleanco's `custom_basename` would normalize it again): the forms are tried in
+    cleanco's order against the end of the name, each removing its words from both spellings."""
     terms, by_word = _terms_by_word()
-    words = set(map(strip_punct, normalized(strip_tail(name)).split()))
-    candidates = {p for word in words for p in by_word.get(word, ())}
-    possible = [terms[p] for p in sorted(candidates) if set(terms[p][1]) <= words]
-    return custom_basename(name, possible)
+    name = strip_tail(name)
+    original = name.split()
+    folded = list(map(strip_punct, normalized(name).split()))
+    words = set(folded)
+    candidates = sorted({p for word in words for p in by_word.get(word, ())})
+    for size, form in (terms[p] for p in candidates):
+        if folded[-size:] == form:
+            del folded[-size:], original[-size:]
+    return strip_tail(" ".join(original))

@@ -159,10 +159,10 @@ class KafkaForwardingHandler(BasePythonChangeHandler):
         self.observed = observed
         self.delivered = threading.Event()  # a batch went through: the engine is running (not booting)
 
-    def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 - Java callback name
+    def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 - Java callback name
         out = []
         last_change = None
-        for r in records:
+        for r in records.toArray():  # one call into Java for the batch: iterating a Java list costs two a record
             key = r.key()
             value = r.value()
             out.append(OutRecord(

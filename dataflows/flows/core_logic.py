@@ -28,6 +28,7 @@ class CoreMetrics:
     def __init__(self) -> None:
         self.seen: dict[Any, float] = {}
         self.published = 0.0
+        self.held_back = False  # publish_records skipped a call: the counters are behind the stats
 
     def _inc(self, counter: Any, key: Any, total: float) -> None:
         delta = total - self.seen.get(key, 0)
@@ -63,11 +64,18 @@ class CoreMetrics:
             metrics.REORDER_WAIT.observe(r.waits.popleft())
         metrics.REORDER_DEPTH.set(len(core.reorder))
 
+    def catch_up(self, s: CoreStats) -> None:
+        """Publish what `publish_records` held back. Called at every epoch's end: without it, the counts of
+        the last batches before traffic stops were never published (lifecycle events, applied changes)."""
+        if self.held_back:
+            self.publish_records(s)
+
     def publish_records(self, s: CoreStats, every_s: float = 0.0) -> None:
         """What was applied to golden records: applied changes, lifecycle events, governance decisions."""
         if every_s and time.monotonic() - self.published < every_s:
+            self.held_back = True
             return
-        self.published = time.monotonic()
+        self.published, self.held_back = time.monotonic(), False
         self._inc(metrics.RECORDS.labels("core", "applied"), "applied", s.applied)
         for event_type, n in s.events.items():
             self._inc(metrics.LIFECYCLE_EVENTS.labels(event_type), ("event", event_type), n)

@@ -163,6 +163,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Output, bytes]):
         return [*emit(out), *hand_offs], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
+        self.counters.catch_up(self.customers.stats)
         if self.state is not None:
             self.blob = self.state.dumps()
             self.warm.rested(self)

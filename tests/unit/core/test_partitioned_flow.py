@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dataflows import metrics
 from dataflows.core.customer import CustomerCore
 from dataflows.core.partitioned import LocalPartitioned
 from dataflows.core.sequencer import Sequencer
@@ -96,3 +97,22 @@ def test_keeping_states_warm_changes_no_output_and_keeps_at_most_its_capacity(op
     warm, most_at_rest = _through_logics(changes, capacity, seed)
     assert warm == cold
     assert none_at_rest == 0 and most_at_rest <= capacity
+
+
+def _events_counted() -> float:
+    return sum(s.value for m in metrics.LIFECYCLE_EVENTS.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def test_an_epochs_end_publishes_the_counts_its_batches_held_back() -> None:
+    """The customer step publishes its counters at most every PUBLISH_EVERY_S; what the last batches before
+    traffic stops counted must still reach Prometheus, at the latest when their epoch ends."""
+    changes = build(OPS, [1000] * len(OPS))
+    sequencer, customers, counters = Sequencer(POLICY, 1), CustomerCore(POLICY), CoreMetrics()
+    logics: dict[str, CustomerLogic] = {}
+    before = _events_counted()
+    for change in [*changes, None]:
+        for key, message in _sequenced(sequencer, change):
+            logics.setdefault(key, CustomerLogic(customers, counters, None)).on_batch([(key, message)])
+    assert sum(customers.stats.events.values()) >= 2  # created, then more, within one publishing interval
+    snapshot_epoch(logics.values())
+    assert _events_counted() - before == sum(customers.stats.events.values())

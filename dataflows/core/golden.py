@@ -72,11 +72,6 @@ class GoldenRecord:
         self.version = max(self.version, other.version)
         self.updated_at = max(self.updated_at, other.updated_at)
 
-    def provenance(self) -> list[dict[str, Any]]:
-        """The writes the profile's current values come from, one entry per write with the fields it set
-        (most fields of a customer come from a few changes: far smaller than an entry per field)."""
-        return self._values_and_provenance()[1]
-
     def as_dict(self) -> dict[str, Any]:
         """The CustomerV1 shape, with JSON-ready values. Built for every changed customer of a batch, so
         written for speed: one pass over the fields, no sorting of what holds one item."""
@@ -99,6 +94,8 @@ class GoldenRecord:
         return out
 
     def _values_and_provenance(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The fields' JSON-ready values, and the writes they come from: one entry per write with the fields
+        it set (most fields of a customer come from a few changes: far smaller than an entry per field)."""
         values: dict[str, Any] = {}
         writes: dict[Origin, list[str]] = {}
         for name, version in self.fields.items():

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from dataflows.core.core import ConsistencyCore
 from dataflows.core.customer import CustomerCore, CustomerState
 from dataflows.core.handoff import Message
+from dataflows.core.identity import IdentityResolver
 from dataflows.core.partitioned import LocalPartitioned
 from dataflows.core.records import CoreOutput
 from dataflows.core.sequencer import Sequencer, restore
@@ -266,3 +267,22 @@ def test_the_in_process_partitioned_core_equals_the_serial_core(ops, gaps, seed)
     assert collect([partitioned.flush()], {}) == collect([serial.flush()], {})
     assert {g: s.record.as_dict() for g, s in partitioned.states.items() if s.record} == {
         g: r.as_dict() for g, r in serial.records.items()}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=HISTORIES, gaps=st.lists(st.integers(0, 400), min_size=30, max_size=30), seed=st.integers(0, 2**32),
+       n=st.sampled_from([1, 2]), crash_at=st.one_of(st.none(), st.floats(0, 1)))  # fmt: skip
+def test_skipping_identitys_graph_walk_changes_no_output(ops, gaps, seed, n, crash_at) -> None:
+    """Identity skips regrouping for evidence nobody else shares (IdentityResolver._may_regroup): the golden
+    records, events and governance, serial and partitioned, crashes included, are those of a core whose
+    identity regroups on every change of evidence."""
+    changes = build(ops, gaps)
+    arrivals = [(float(i), c) for i, c in enumerate(random.Random(seed).sample(changes, len(changes)))]
+    fast = (run(ConsistencyCore(POLICY), arrivals), play(n, arrivals, random.Random(seed), crash_at)[0])
+    original = IdentityResolver._may_regroup
+    IdentityResolver._may_regroup = lambda self, ref, changed, targets_changed: True  # type: ignore[method-assign]
+    try:
+        full = (run(ConsistencyCore(POLICY), arrivals), play(n, arrivals, random.Random(seed), crash_at)[0])
+    finally:
+        IdentityResolver._may_regroup = original  # type: ignore[method-assign]
+    assert fast == full

@@ -138,7 +138,8 @@ def sample(urls: list[str]) -> Sample | None:
         for name in totals:
             totals[name] += sum(v for _, v in samples.get(name, []))
     drained = totals["tidemark_consumer_lag_messages"] == 0 and totals["tidemark_reorder_buffer_depth"] == 0
-    return Sample(at, int(totals["tidemark_sink_writes_total"]), drained, int(totals["tidemark_lifecycle_events_total"]))
+    return Sample(at, int(totals["tidemark_sink_writes_total"]), drained,
+                  int(totals["tidemark_lifecycle_events_total"]))
 
 
 def exited(stack: LocalStack) -> str | None:

@@ -90,7 +90,8 @@ class GoldenRecord:
         children = self.children
         for entity, collection in CHILD_COLLECTIONS.items():
             parts = children.get(entity)
-            out[collection] = {k: {f: _json(v) for f, v in p.items()} for k, p in sorted(parts.items())} if parts else {}
+            out[collection] = ({k: {f: _json(v) for f, v in p.items()} for k, p in sorted(parts.items())}
+                               if parts else {})
         return out
 
     def _values_and_provenance(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:

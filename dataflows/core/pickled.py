@@ -6,9 +6,10 @@ instance: a fifth of the CPU of a customer key's snapshot (cProfile, 3,415 keys)
 class a __reduce__ that reads the slots with one attrgetter and rebuilds the instance through its own
 __init__, cheaper to load than an empty object and a __setstate__ that sets the slots one by one (with
 Step and Resolution slotted too, a sequencer message moved between workers took 25 instead of 29 us to
-pickle and unpickle, 754 instead of 912 bytes: `bench core`'s workload, 20,000 messages). It keeps a __setstate__ for what earlier versions
-wrote: the field values in field order (fast or dataclasses' own pickling), or, for a class that had no
-slots then, its __dict__ (a field missing from it takes its default, as the class attribute gave it then).
+pickle and unpickle, 754 instead of 912 bytes: `bench core`'s workload, 20,000 messages). It keeps a
+__setstate__ for what earlier versions wrote: the field values in field order (fast or dataclasses' own
+pickling), or, for a class that had no slots then, its __dict__ (a field missing from it takes its
+default, as the class attribute gave it then).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ Origin = tuple[str, str, bool]
 @dataclass
 class GoldenRecord:
     customer_id: str
+    # Written through put, set_part and drop_part only: as_dict's wire sections follow those.
     fields: dict[str, FieldVersion] = field(default_factory=dict)
     children: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     source_ids: dict[str, set[str]] = field(default_factory=dict)
@@ -61,9 +62,10 @@ class GoldenRecord:
         for name, theirs in other.fields.items():
             mine = self.fields.get(name)
             if mine is None or _survives(theirs, mine):
-                self.fields[name] = theirs
+                self.put(name, theirs)
         for entity, parts in other.children.items():
             self.children.setdefault(entity, {}).update(parts)
+            self._parts_changed(entity)
         self.child_refs.update(other.child_refs)
         self.images.update(other.images)
         for system, ids in other.source_ids.items():
@@ -72,12 +74,44 @@ class GoldenRecord:
         self.version = max(self.version, other.version)
         self.updated_at = max(self.updated_at, other.updated_at)
 
+    def put(self, name: str, version: FieldVersion) -> None:
+        """Set a field: every write goes through here, so the wire sections follow."""
+        wire = self.__dict__.get("_wire")
+        if wire is not None:
+            wire.put(name, self.fields.get(name), version)
+        self.fields[name] = version
+
+    def set_part(self, entity: str, key: str, part: dict[str, Any]) -> None:
+        self.children.setdefault(entity, {})[key] = part
+        self._parts_changed(entity)
+
+    def drop_part(self, entity: str, key: str) -> dict[str, Any] | None:
+        old = self.children.get(entity, {}).pop(key, None)
+        if old is not None:
+            self._parts_changed(entity)
+        return old
+
+    def _parts_changed(self, entity: str) -> None:
+        wire = self.__dict__.get("_wire")
+        if wire is not None:
+            wire.collections.pop(entity, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The wire sections are derived: never in a snapshot or a hand-off, rebuilt at the first as_dict.
+        state = self.__dict__.copy()
+        state.pop("_wire", None)
+        return state
+
     def as_dict(self) -> dict[str, Any]:
         """The CustomerV1 shape, with JSON-ready values. Built for every changed customer of a batch, so
-        written for speed: one pass over the fields, no sorting of what holds one item."""
-        out, provenance = self._values_and_provenance()
+        it copies the sections kept up to date as the record changed (_Wire) instead of converting every
+        field and part again."""
+        wire = self.__dict__.get("_wire")
+        if wire is None:
+            wire = self.__dict__["_wire"] = _Wire(self.fields)
+        out = dict(wire.values)
         out.update({
-            "provenance": provenance,
+            "provenance": wire.provenance(),
             "customer_id": self.customer_id,
             "lifecycle_status": self.status.value if self.status else None,
             "source_ids": {s: _id_order(ids) for s, ids in sorted(self.source_ids.items())},
@@ -87,28 +121,52 @@ class GoldenRecord:
             "updated_at": self.updated_at.isoformat(),
             "last_correlation_id": self.last_correlation_id,
         })  # fmt: skip
-        children = self.children
+        children, collections = self.children, wire.collections
         for entity, collection in CHILD_COLLECTIONS.items():
-            parts = children.get(entity)
-            out[collection] = ({k: {f: _json(v) for f, v in p.items()} for k, p in sorted(parts.items())}
-                               if parts else {})
+            built = collections.get(entity)
+            if built is None:
+                parts = children.get(entity) or {}
+                built = collections[entity] = {k: {f: _json(v) for f, v in p.items()} for k, p in sorted(parts.items())}
+            out[collection] = built
         return out
 
-    def _values_and_provenance(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The fields' JSON-ready values, and the writes they come from: one entry per write with the fields
-        it set (most fields of a customer come from a few changes: far smaller than an entry per field)."""
-        values: dict[str, Any] = {}
-        writes: dict[Origin, list[str]] = {}
-        for name, version in self.fields.items():
-            value = version.value
-            values[name] = value if value.__class__ in _NATIVE else _json(value)
-            origin = (version.system, version.source, version.by_owner)
-            if origin in writes:
-                writes[origin].append(name)
-            else:
-                writes[origin] = [name]
-        provenance = [{**_provenance(origin), "fields": sorted(names)} for origin, names in sorted(writes.items())]
-        return values, provenance
+
+class _Wire:
+    """A golden record's JSON-ready sections, kept up to date as its fields and parts change: the fields'
+    values, who wrote which (the provenance), and each part collection, sorted. Outputs share the sections
+    they copy, so a section is replaced when it changes, never changed in place."""
+
+    __slots__ = ("_provenance", "collections", "values", "writes")
+
+    def __init__(self, fields: dict[str, FieldVersion]) -> None:
+        self.values: dict[str, Any] = {}
+        self.writes: dict[Origin, set[str]] = {}  # one entry per writer: far fewer than fields
+        self._provenance: list[dict[str, Any]] | None = None
+        self.collections: dict[str, dict[str, Any]] = {}  # entity -> its parts as JSON (absent: to build)
+        for name, version in fields.items():
+            self.put(name, None, version)
+
+    def put(self, name: str, old: FieldVersion | None, new: FieldVersion) -> None:
+        value = new.value
+        self.values[name] = value if value.__class__ in _NATIVE else _json(value)
+        origin = (new.system, new.source, new.by_owner)
+        if old is not None:
+            before = (old.system, old.source, old.by_owner)
+            if before == origin:
+                return  # the usual write: its owner states a new value
+            names = self.writes[before]
+            names.discard(name)
+            if not names:
+                del self.writes[before]
+        self.writes.setdefault(origin, set()).add(name)
+        self._provenance = None
+
+    def provenance(self) -> list[dict[str, Any]]:
+        """One entry per writer with the fields it set (FieldProvenanceV1 shapes, by writer)."""
+        if self._provenance is None:
+            self._provenance = [{**_provenance(origin), "fields": sorted(names)}
+                                for origin, names in sorted(self.writes.items())]  # fmt: skip
+        return self._provenance
 
 
 def _id_order(ids: set[str]) -> list[str]:
@@ -181,7 +239,7 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
                 # The owner states what a non-owner filled: from now on the owner holds it. A new version:
                 # the field's provenance changed.
                 changed = True
-                record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts, True)
+                record.put(name, FieldVersion(value, change.system, change.source, change.position, ts, True))
             elif current.source == change.source and change.position > current.position:
                 current.position, current.commit_ts = change.position, ts  # same value, newer version
             continue
@@ -199,8 +257,8 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
             if current is not None and current.by_owner and not is_newer(change.source, change.position, ts, current):
                 decision, reason = D.STALE, "an owner's newer value is already applied"
             else:
-                record.fields[name] = FieldVersion(value, change.system, change.source, change.position, ts,
-                                                   decision is D.APPLIED)  # fmt: skip
+                record.put(name, FieldVersion(value, change.system, change.source, change.position, ts,
+                                              decision is D.APPLIED))  # fmt: skip
                 changed = True
         elif record.reported.get((name, change.system), object()) == value:
             continue  # the same disagreement was reported already
@@ -211,12 +269,11 @@ def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Polic
 
 
 def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) -> tuple[list[Proposal], dict[str, Any] | None, dict[str, Any] | None, bool]:
-    parts = record.children.setdefault(change.entity, {})
     key = f"{change.source}:{change.entity_key}"
-    old = parts.get(key)
     if change.deleted:
-        parts.pop(key, None)
+        old = record.drop_part(change.entity, key)
         return [], old, None, old is not None
+    old = record.children.get(change.entity, {}).get(key)
     new = dict(old or {})
     proposals = []
     for name, value in change.image.items():
@@ -231,7 +288,8 @@ def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) 
         else:
             record.reported[(name, change.system)] = value
         proposals.append(Proposal(change.entity, name, value, current, decision, reason))
-    parts[key] = new
+    if new != old:
+        record.set_part(change.entity, key, new)
     return proposals, old, new, new != old
 
 
@@ -244,6 +302,6 @@ def rebuild(customer_id: str, images: list[CanonicalChange], parts: list[tuple[s
     for change in images:
         _apply_customer(record, change, policy)
     for entity, key, ref, part in parts:
-        record.children.setdefault(entity, {})[key] = part
+        record.set_part(entity, key, part)
         record.child_refs[key] = ref
     return record

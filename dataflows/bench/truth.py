@@ -134,3 +134,36 @@ def differences(stack: LocalStack, base: int) -> list[str]:
         if written_credit != truth["customers"][e][1]:
             problems.append(f"CRM account {a}: written-back credit {written_credit} != ERP {truth['customers'][e][1]}")
     return problems
+
+
+def trace_account(stack: LocalStack, account: str, read_s: float = 10.0) -> str:
+    """What the pipeline holds about CRM account `account`, so that a difference explains itself: its changes
+    on the capture topic (offset, binlog position, owner) and the customer_360 rows that name it or its ERP
+    customer (version, ids, owner)."""
+    from dataflows.bench.topics import TopicReader
+
+    reader = TopicReader(stack.settings.kafka_bootstrap, ["crm.crm.accounts"])
+    try:
+        deadline = time.monotonic() + read_s
+        while time.monotonic() < deadline and (reader.poll() or not reader.messages):
+            pass  # read to the end: until a poll brings nothing
+    finally:
+        reader.close()
+    captured = []
+    for m in reader.messages:
+        value = m.value.get("payload", m.value) if isinstance(m.value, dict) else {}
+        row = value.get("after") or value.get("before") or {}
+        if str(row.get("id")) == account:
+            source = value.get("source", {})
+            captured.append(f"@{m.partition}:{m.offset} {value.get('op')} {source.get('file')}:{source.get('pos')} "
+                            f"owner={row.get('owner')}")  # fmt: skip
+    crm = stack.crm_admin()
+    with crm.cursor() as cur:
+        cur.execute("SELECT erp_customer_id FROM accounts WHERE id = %s", (account,))
+        erp = str(found[0]) if (found := cur.fetchone()) else ""
+    crm.close()
+    with stack.erp_admin("tidemark") as ops:
+        rows = ops.execute("SELECT customer_id, version, erp_customer_ids, crm_account_ids, sales_owner, merged_into "
+                           "FROM customer_360 WHERE %s = ANY(crm_account_ids) OR %s = ANY(erp_customer_ids)",
+                           (account, erp)).fetchall()  # fmt: skip
+    return f"account {account} captured: {captured or 'nothing'}; customer_360 rows: {rows}"

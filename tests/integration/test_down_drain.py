@@ -3,13 +3,15 @@ stopped for stalled ones, and loses nothing: after `up`, what the pipeline built
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
+from dataflows.stack.local import LocalStack
 from dataflows.stack.scrape import scrape
 from dataflows.stack.scratch import scratch_stack, wait_capture_running
 from tests.support.seeding import seed_linked_customers
-from tests.support.truth import Workload, differences
+from tests.support.truth import Workload, differences, trace_account
 from tests.support.waiting import wait_until
 
 BASE, CUSTOMERS = 700_000, 120
@@ -33,8 +35,15 @@ def test_down_in_the_middle_of_traffic_drains_and_loses_nothing(tmp_path: Path) 
         for source in stack.connectors():
             wait_capture_running(stack, source)
         wait_until(lambda: not differences(stack, BASE), timeout=240, what="the pipeline's tables equal to the databases",
-                   explain=lambda: "; ".join([*(f"{c.name} {c.state} {c.detail}" for c in stack.status()),
-                                                *differences(stack, BASE)[:20]]))
+                   explain=lambda: _explain(stack, said))
+
+
+def _explain(stack: LocalStack, said: list[str]) -> str:
+    """Status, `down`'s lines, the differences, and what the pipeline holds about the first account in them."""
+    problems = differences(stack, BASE)
+    accounts = [m.group(1) for p in problems if (m := re.match(r"CRM account (\d+)", p))]
+    return "; ".join([*(f"{c.name} {c.state} {c.detail}" for c in stack.status()), *said, *problems[:20],
+                      *([trace_account(stack, accounts[0])] if accounts else [])])  # fmt: skip
 
 
 def test_down_stops_a_cluster_whole() -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import UTC, datetime
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from dataflows.core.change import CanonicalChange
 from dataflows.core.ownership import FieldVersion, decide, is_newer
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.policy import Policy
 from schemas.v1.entities import LifecycleStatus
 from schemas.v1.governance import GovernanceDecision as D
@@ -23,6 +25,27 @@ CHILD_COLLECTIONS = {
     "opportunity": "opportunities",
     "invoice": "invoices",
 }
+
+
+@pickled_fast
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """A source customer's latest row, kept so that a record split or moved can be derived afresh: what
+    applying it again reads of the change it came from. The whole change was four times the fields and
+    half of a customer key's snapshot time (snapshots taken before hold whole changes: both apply alike)."""
+
+    system: str
+    source: str
+    entity_key: str
+    image: dict[str, Any]
+    position: tuple[int, ...]
+    commit_time: datetime
+    deleted: ClassVar[bool] = False  # a deleted row is not kept
+    fields: ClassVar[MappingProxyType[str, Any]] = MappingProxyType({})  # re-applied, it edits nothing
+
+    @classmethod
+    def of(cls, change: CanonicalChange) -> SourceRow:
+        return cls(change.system, change.source, change.entity_key, change.image, change.position, change.commit_time)
 
 
 # Provenance: system, source, written by an owner. Not the position or commit time: a restated value moves
@@ -41,7 +64,7 @@ class GoldenRecord:
     links: list[dict[str, Any]] = field(default_factory=list)  # identity evidence (IdentityLinkV1 shapes)
     child_refs: dict[str, tuple[str, str]] = field(default_factory=dict)  # part key -> its source customer
     # Each source customer's latest row: a record split or moved is derived afresh from them.
-    images: dict[tuple[str, str], CanonicalChange] = field(default_factory=dict)
+    images: dict[tuple[str, str], SourceRow | CanonicalChange] = field(default_factory=dict)
     status: LifecycleStatus | None = None
     version: int = 0
     updated_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
@@ -217,7 +240,7 @@ def apply_change(record: GoldenRecord, change: CanonicalChange, policy: Policy) 
     return _apply_child(record, change, policy)
 
 
-def _apply_customer(record: GoldenRecord, change: CanonicalChange, policy: Policy) -> tuple[list[Proposal], dict[str, Any], dict[str, Any], bool]:
+def _apply_customer(record: GoldenRecord, change: CanonicalChange | SourceRow, policy: Policy) -> tuple[list[Proposal], dict[str, Any], dict[str, Any], bool]:
     ids = record.source_ids.setdefault(change.system, set())
     changed = False
     if change.deleted:
@@ -293,7 +316,7 @@ def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) 
     return proposals, old, new, new != old
 
 
-def rebuild(customer_id: str, images: list[CanonicalChange], parts: list[tuple[str, str, tuple[str, str], dict[str, Any]]],
+def rebuild(customer_id: str, images: list[SourceRow | CanonicalChange], parts: list[tuple[str, str, tuple[str, str], dict[str, Any]]],
             policy: Policy) -> GoldenRecord:  # fmt: skip
     """A golden record derived afresh from its source customers' latest rows (`images`, in version order)
     and its parts (entity, part key, source customer, fields): after a split or a move, each side keeps

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataflows.core.golden import GoldenRecord, Proposal, apply_change, rebuild
+from dataflows.core.golden import GoldenRecord, Proposal, SourceRow, apply_change, rebuild
 from dataflows.core.identity import Cluster, Merge, Ref, Resolution, link_dict
 from dataflows.core.inputs import Cause, StewardCommand
 from dataflows.core.lifecycle import derive_status, fact_events, status_events
-from dataflows.core.pickled import pickled_fast, replaced
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.change import CanonicalChange, stable_id
 from dataflows.core.policy import Policy
 from schemas.v1.entities import LifecycleStatus
@@ -287,7 +287,7 @@ def _remember(change: CanonicalChange, ref: Ref, record: GoldenRecord) -> None:
         if change.deleted:
             record.images.pop(ref, None)
         else:
-            record.images[ref] = replaced(change, origin=None, fields={})
+            record.images[ref] = SourceRow.of(change)
     elif change.deleted:
         record.child_refs.pop(f"{change.source}:{change.entity_key}", None)
     else:

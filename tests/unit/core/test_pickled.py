@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 import pytest
 from hypothesis import given
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dataflows.core.identity import Resolution
 from dataflows.core.ownership import FieldVersion
-from dataflows.core.pickled import pickled_fast, replaced
+from dataflows.core.pickled import pickled_fast
 from dataflows.core.records import Step
 
 
@@ -35,13 +35,6 @@ VALUES = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.tuples(st.i
 def test_a_round_trip_keeps_every_field(a: object, b: object, c: object) -> None:
     for obj in (Frozen(a, b), One(c), FieldVersion(a, "erp", "erp", (1, 2), 1.5, True)):
         assert pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) == obj
-
-
-@given(VALUES, VALUES, VALUES, st.sets(st.sampled_from(["a", "b"])))
-def test_replaced_is_dataclasses_replace(a: object, b: object, c: object, names: set[str]) -> None:
-    for obj, changes in ((Frozen(a, b), {n: c for n in names}), (One(a), {"only": c} if names else {})):
-        assert replaced(obj, **changes) == replace(obj, **changes)
-        assert type(replaced(obj, **changes)) is type(obj)
 
 
 def test_a_state_written_by_dataclasses_own_pickling_loads() -> None:

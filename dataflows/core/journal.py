@@ -96,7 +96,7 @@ class TrackedSet(set):  # type: ignore[type-arg]
         self.dirty: set[Hashable] | None = None
 
     def add(self, item: Hashable) -> None:
-        if self.dirty is not None:
+        if self.dirty is not None and item not in self:  # a present element stays: a delta carries nothing
             self.dirty.add(item)
         super().add(item)
 

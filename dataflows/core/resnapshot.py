@@ -62,7 +62,9 @@ class SnapshotSweep:
         if change.deleted:
             self.live.pop(row, None)
         elif change.customer_ref is not None or change.via is not None:  # an unattributable row has nothing to undo
-            self.live[row] = RowRef(change.entity, change.system, change.customer_system, change.customer_ref, change.via)
+            ref = RowRef(change.entity, change.system, change.customer_system, change.customer_ref, change.via)
+            if self.live.get(row) != ref:  # an update keeps its row's customer: the checkpoint's delta skips it
+                self.live[row] = ref
 
     def due(self, oldest_buffered: OrderKey | None) -> list[CanonicalChange]:
         """Deletes for the rows absent from every snapshot that is now complete."""

@@ -17,6 +17,7 @@ from dataflows.core.journal import GONE, Journal, TrackedDict, TrackedSet
 from dataflows.core.sequencer import Sequencer, merge, restore
 from tests.unit.core.test_core_properties import POLICY, arrivals_within_grace, build
 from tests.unit.core.test_partitioned_properties import HISTORIES
+from tests.support.world import World
 
 
 def _feed(seq: Sequencer, arrivals: list[tuple[float, Any]]) -> list[Any]:
@@ -120,7 +121,10 @@ def test_a_journaled_container_marks_writes_removals_and_setdefault_and_nothing_
     s = TrackedSet("s", {1})
     s.dirty = set()
     s.discard(2)
-    assert d.dirty == set() and s.dirty == set()  # an absent key stays absent: a delta carries nothing
+    s.add(1)  # identity adds every source customer it sees on every change, mostly present ones
+    assert d.dirty == set() and s.dirty == set()  # an absent key stays absent, a present one present
+    s.add(3)
+    assert s.dirty == {3}
     assert GONE is pickle.loads(pickle.dumps(GONE))  # noqa: S301
     with pytest.raises(ValueError, match="a delta follows a base"):
         Journal([TrackedDict("e")]).delta()
@@ -192,3 +196,28 @@ def test_checkpoints_written_by_the_earlier_pickler_still_resume(monkeypatch: py
     resumed = restore(chain)
     assert _contents(resumed) == _contents(seq)
     assert resumed.identity.ref_cluster is resumed.journal.containers["IdentityResolver.ref_cluster"]
+
+
+def test_an_update_that_keeps_its_rows_customer_leaves_the_sweeps_entry_out_of_the_delta() -> None:
+    """The delta carries a row's sweep entry when the row appears, moves to another customer or goes; an
+    update of a row that stays with its customer (most changes) adds nothing to it."""
+    world, seq = World(), Sequencer(POLICY, 1)
+    seq.checkpoint(full=True)
+    changes = [world.write("erp", "customers", 1, {"legal_name": "Acme GmbH"}),
+               world.write("erp", "subscriptions", 7, {"customer_id": 1, "plan": "growth"})]  # fmt: skip
+    live = seq.snapshots.live
+
+    def delta_rows(change: Any) -> set[Any]:
+        seq.submit_batch([change], change.commit_time.timestamp())
+        seq.flush()
+        seq.take()
+        marked = set(live.dirty or ())
+        seq.checkpoint()
+        return marked
+
+    assert delta_rows(changes[0]) == {("erp", "erp.customers", "1")}
+    assert delta_rows(changes[1]) == {("erp", "erp.subscriptions", "7")}
+    assert delta_rows(world.write("erp", "customers", 1, {"credit_status": "hold"})) == set()
+    assert delta_rows(world.write("erp", "subscriptions", 7, {"seats": 5})) == set()
+    assert delta_rows(world.write("erp", "subscriptions", 7, {"customer_id": 2})) == {("erp", "erp.subscriptions", "7")}
+    assert delta_rows(world.write("erp", "subscriptions", 7, delete=True)) == {("erp", "erp.subscriptions", "7")}

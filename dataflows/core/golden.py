@@ -134,7 +134,7 @@ class GoldenRecord:
             wire = self.__dict__["_wire"] = _Wire(self.fields)
         out = dict(wire.values)
         out.update({
-            "provenance": wire.provenance(),
+            "provenance": wire.provenance(self.fields),
             "customer_id": self.customer_id,
             "lifecycle_status": self.status.value if self.status else None,
             "source_ids": {s: _id_order(ids) for s, ids in sorted(self.source_ids.items())},
@@ -148,7 +148,10 @@ class GoldenRecord:
         for entity, collection in CHILD_COLLECTIONS.items():
             built = collections.get(entity)
             if built is None:
-                parts = children.get(entity) or {}
+                parts = children.get(entity)
+                if not parts:
+                    out[collection] = {}
+                    continue
                 built = collections[entity] = {k: {f: _json(v) for f, v in p.items()} for k, p in sorted(parts.items())}
             out[collection] = built
         return out
@@ -156,40 +159,35 @@ class GoldenRecord:
 
 class _Wire:
     """A golden record's JSON-ready sections, kept up to date as its fields and parts change: the fields'
-    values, who wrote which (the provenance), and each part collection, sorted. Outputs share the sections
-    they copy, so a section is replaced when it changes, never changed in place."""
+    values, the provenance (who wrote which; rebuilt only when a field changes writer) and each part
+    collection that holds parts, sorted. Outputs share the sections they copy, so a section is replaced
+    when it changes, never changed in place. Kept small: a process keeps it for its warm customers."""
 
-    __slots__ = ("_provenance", "collections", "values", "writes")
+    __slots__ = ("_provenance", "collections", "values")
 
     def __init__(self, fields: dict[str, FieldVersion]) -> None:
-        self.values: dict[str, Any] = {}
-        self.writes: dict[Origin, set[str]] = {}  # one entry per writer: far fewer than fields
+        self.values: dict[str, Any] = {name: _ready(version.value) for name, version in fields.items()}
         self._provenance: list[dict[str, Any]] | None = None
-        self.collections: dict[str, dict[str, Any]] = {}  # entity -> its parts as JSON (absent: to build)
-        for name, version in fields.items():
-            self.put(name, None, version)
+        self.collections: dict[str, dict[str, Any]] = {}  # entity -> its parts as JSON (absent: none, or to build)
 
     def put(self, name: str, old: FieldVersion | None, new: FieldVersion) -> None:
-        value = new.value
-        self.values[name] = value if value.__class__ in _NATIVE else _json(value)
-        origin = (new.system, new.source, new.by_owner)
-        if old is not None:
-            before = (old.system, old.source, old.by_owner)
-            if before == origin:
-                return  # the usual write: its owner states a new value
-            names = self.writes[before]
-            names.discard(name)
-            if not names:
-                del self.writes[before]
-        self.writes.setdefault(origin, set()).add(name)
-        self._provenance = None
+        self.values[name] = _ready(new.value)
+        if old is None or (old.system, old.source, old.by_owner) != (new.system, new.source, new.by_owner):
+            self._provenance = None  # the usual write, its owner stating a new value, keeps it
 
-    def provenance(self) -> list[dict[str, Any]]:
+    def provenance(self, fields: dict[str, FieldVersion]) -> list[dict[str, Any]]:
         """One entry per writer with the fields it set (FieldProvenanceV1 shapes, by writer)."""
         if self._provenance is None:
+            writes: dict[Origin, list[str]] = {}
+            for name, version in fields.items():
+                writes.setdefault((version.system, version.source, version.by_owner), []).append(name)
             self._provenance = [{**_provenance(origin), "fields": sorted(names)}
-                                for origin, names in sorted(self.writes.items())]  # fmt: skip
+                                for origin, names in sorted(writes.items())]  # fmt: skip
         return self._provenance
+
+
+def _ready(value: Any) -> Any:
+    return value if value.__class__ in _NATIVE else _json(value)
 
 
 def _id_order(ids: set[str]) -> list[str]:

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(5.0, gt=0, description="Seconds between recovery snapshots (epochs).")
     warm_customers: int = Field(
         WARM_CUSTOMERS, ge=0, description="Customer states each dataflow process keeps decoded after a snapshot (about "
-        "6 KB each), so a customer that changes again is not decoded again; 0 keeps only bytes at rest.",
+        "7 KB each), so a customer that changes again is not decoded again; 0 keeps only bytes at rest.",
     )
     max_record_bytes: int = Field(1024 * 1024, ge=1024, description="Larger capture records go to the DLQ.")
     policy_file: Path | None = Field(None, description="YAML overriding the default governance policy.")

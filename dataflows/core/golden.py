@@ -238,7 +238,8 @@ def apply_change(record: GoldenRecord, change: CanonicalChange, policy: Policy) 
     return _apply_child(record, change, policy)
 
 
-def _apply_customer(record: GoldenRecord, change: CanonicalChange | SourceRow, policy: Policy) -> tuple[list[Proposal], dict[str, Any], dict[str, Any], bool]:
+def _apply_customer(record: GoldenRecord, change: CanonicalChange | SourceRow,
+                    policy: Policy) -> tuple[list[Proposal], dict[str, Any], dict[str, Any], bool]:  # fmt: skip
     ids = record.source_ids.setdefault(change.system, set())
     changed = False
     if change.deleted:
@@ -314,8 +315,8 @@ def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) 
     return proposals, old, new, new != old
 
 
-def rebuild(customer_id: str, images: list[SourceRow | CanonicalChange], parts: list[tuple[str, str, tuple[str, str], dict[str, Any]]],
-            policy: Policy) -> GoldenRecord:  # fmt: skip
+def rebuild(customer_id: str, images: list[SourceRow | CanonicalChange],
+            parts: list[tuple[str, str, tuple[str, str], dict[str, Any]]], policy: Policy) -> GoldenRecord:  # fmt: skip
     """A golden record derived afresh from its source customers' latest rows (`images`, in version order)
     and its parts (entity, part key, source customer, fields): after a split or a move, each side keeps
     exactly what its own sources say. Governance was recorded when the rows first arrived."""

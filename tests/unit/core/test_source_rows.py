@@ -17,7 +17,8 @@ CUSTOMER_OPS = st.one_of(st.tuples(st.just(("crm", "accounts")), IDS, CRM_ACCOUN
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(CUSTOMER_OPS, min_size=1, max_size=12), gaps=st.lists(st.integers(0, 400), min_size=12, max_size=12))
+@given(ops=st.lists(CUSTOMER_OPS, min_size=1, max_size=12),
+       gaps=st.lists(st.integers(0, 400), min_size=12, max_size=12))
 def test_source_rows_rebuild_as_whole_changes_did(ops: list, gaps: list[int]) -> None:
     latest = {}
     for change in build(ops, gaps):  # in commit order: each source customer's latest row wins

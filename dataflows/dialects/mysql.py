@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dataflows.dialects.base import Dialect, EnvelopeError, LiveReadError, Property, driver_reason
 
 WHOLE_SECOND_US = 999_999
+
+
+@dataclass(frozen=True)
+class BinlogEvent:
+    """One row of SHOW BINLOG EVENTS: where the event starts and ends, its type and its text."""
+
+    pos: int
+    end: int
+    kind: str
+    info: str
 
 
 class MySQL(Dialect):
@@ -69,6 +80,11 @@ class MySQL(Dialect):
                            "'Binlog Dump' AND USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) ORDER BY ID DESC "
                            "LIMIT 1", ())  # fmt: skip
         return bool(rows) and "has sent all binlog" in str(rows[0][0])
+
+    def binlog_events(self, prop: Property, timeout_s: int, file: str, start: int, limit: int) -> list[BinlogEvent]:
+        """Up to `limit` events of binlog `file` from position `start` (an event's start), in order."""
+        rows = self._query(prop, timeout_s, "SHOW BINLOG EVENTS IN %s FROM %s LIMIT %s", (file, start, limit))
+        return [BinlogEvent(int(pos), int(end), str(kind), str(info or "")) for _, pos, kind, _, end, info in rows]
 
     def _query(self, prop: Property, timeout_s: int, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """`sql`'s rows, on a connection with the connector's own properties (the capture user)."""

@@ -38,8 +38,10 @@ class RestartError(RuntimeError):
 
 
 def unsafe(offset: Mapping[str, Any]) -> bool:
-    """An offset taken outside a transaction after some rows of an event: its `pos` is past that event."""
-    return bool(offset.get("row")) and not offset.get("event") and "file" in offset and "pos" in offset
+    """An offset taken outside a transaction after some rows of an event: its `pos` is past that event.
+    (One taken during a snapshot is not: an unfinished snapshot is taken again, not resumed.)"""
+    binlog = "file" in offset and "pos" in offset and not offset.get("snapshot")
+    return binlog and bool(offset.get("row")) and not offset.get("event")
 
 
 def transaction_start(events: Iterable[BinlogEvent], end: int) -> int:

@@ -96,6 +96,7 @@ def test_the_offset_as_kept_loses_the_next_transactions_first_row() -> None:
     ({"file": "f.000001", "pos": 300, "row": 1}, True),  # outside a transaction, after a row
     ({"file": "f.000001", "pos": 4, "event": 2, "row": 1}, False),  # inside one: pos is its start
     ({"file": "f.000001", "pos": 300}, False),  # between events: nothing to skip
+    ({"file": "f.000001", "pos": 300, "row": 1, "snapshot": True}, False),  # a snapshot's: taken again
     ({"lsn": 12345, "txId": 7}, False),  # not a binlog offset
 ])  # fmt: skip
 def test_only_a_row_count_without_events_to_skip_is_unsafe(offset: dict[str, int], expected: bool) -> None:

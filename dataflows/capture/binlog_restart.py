@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from dataflows.dialects.base import LiveReadError
 from dataflows.dialects.mysql import BinlogEvent, MySQL
 
 log = logging.getLogger(__name__)
+
+EventQuery = Callable[[str, int, int], list[BinlogEvent]]  # (file, from position, limit) -> events in order
 
 READ_TIMEOUT_S = 10
 PAGE = 10_000  # binlog events per query while looking for a transaction's start
@@ -66,7 +68,7 @@ def safe_offset(offset: Mapping[str, Any], events: Iterable[BinlogEvent]) -> dic
     return moved
 
 
-def read_events(query: Any, file: str) -> Iterator[BinlogEvent]:
+def read_events(query: EventQuery, file: str) -> Iterator[BinlogEvent]:
     """Every event of binlog `file` from its start, a page per query (`query(file, from_pos, limit)`)."""
     pos = 4  # the first event, after the file's magic number
     while True:
@@ -110,7 +112,7 @@ class OffsetsFile:
         os.replace(temporary, self.path)
 
 
-def make_safe(source: str, offsets: OffsetsFile, query: Any) -> bool:
+def make_safe(source: str, offsets: OffsetsFile, query: EventQuery) -> bool:
     """Rewrite each unsafe binlog offset in `offsets` to its transaction's start; True if one was moved.
     Raises RestartError when the binlog cannot say where that is (starting anyway could lose rows)."""
     if not offsets.path.exists():
@@ -137,7 +139,8 @@ def prepare(properties: Mapping[str, str]) -> None:
     filename = properties.get("offset.storage.file.filename")
     if not isinstance(dialect, MySQL) or not filename:
         return
-    query = functools.partial(dialect.binlog_events, lambda key, default: properties.get(key, default), READ_TIMEOUT_S)
+    prop = lambda key, default: properties.get(key, default)  # noqa: E731 - the dialect's Property
+    query: EventQuery = functools.partial(dialect.binlog_events, prop, READ_TIMEOUT_S)
     try:
         make_safe(properties.get("name", "?"), OffsetsFile(Path(filename)), query)
     except LiveReadError as e:
